@@ -1,0 +1,202 @@
+"""Fashion-MNIST, offline: checksummed files -> torchvision's dataset class -> tensors in memory.
+
+The four ``.gz`` files live in the repository under ``data/FashionMNIST/raw/`` (torchvision's layout).
+On load their SHA-256 is checked against ``SHA256SUMS`` beside them, they are unpacked once next to
+themselves (torchvision reads the unpacked files), and torchvision's ``FashionMNIST`` class reads them.
+Nothing here touches the network.
+
+Images stay ``uint8`` in memory (47 MB for the training split) and are normalised per batch:
+``x = (images / 255 - MEAN) / STD``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CLASSES", "MEAN", "STD", "DataFileError", "ImageSet", "data_root", "load_fashion_mnist",
+]
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+MEAN, STD = 0.2860, 0.3530  # pixel mean and standard deviation of the training split, in [0, 1] units
+
+Split = Literal["train", "test"]
+_FILE_STEM = {"train": "train", "test": "t10k"}
+_RESTORE_HINT = (
+    "Restore it from the repository with `git checkout -- {path}` (run in the prunelab folder), "
+    "or re-extract it from Debian's package: `apt-get download dataset-fashion-mnist && "
+    "dpkg -x dataset-fashion-mnist_*.deb x` gives the .gz files under "
+    "x/usr/share/datasets/fashion-mnist/."
+)
+
+
+class DataFileError(RuntimeError):
+    """A dataset file is missing or does not match its recorded SHA-256."""
+
+
+def data_root() -> Path:
+    """The folder holding ``FashionMNIST/`` and ``checkpoints/``.
+
+    ``$PRUNELAB_DATA`` if set, else the ``data/`` folder of the prunelab repository.
+    """
+    env = os.environ.get("PRUNELAB_DATA")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_checksums(raw: Path) -> dict[str, str]:
+    sums = raw / "SHA256SUMS"
+    if not sums.is_file():
+        raise DataFileError(f"Checksum list {sums} is missing. " + _RESTORE_HINT.format(path=sums))
+    pairs = (line.split() for line in sums.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+def _verify(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise DataFileError(f"Fashion-MNIST file {path} is missing. " + _RESTORE_HINT.format(path=path))
+    actual = sha256_of(path)
+    if actual != expected:
+        raise DataFileError(
+            f"Fashion-MNIST file {path} is corrupt: its SHA-256 is {actual}, expected {expected}. "
+            + _RESTORE_HINT.format(path=path))
+
+
+def _unpack(gz: Path, target: Path, expected: str) -> None:
+    """Unpack ``gz`` to ``target`` unless a copy with the right checksum is already there."""
+    if target.is_file() and sha256_of(target) == expected:
+        return
+    tmp = target.with_name(target.name + ".part")
+    try:
+        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        if sha256_of(tmp) != expected:
+            raise DataFileError(f"Unpacking {gz} gave a file whose SHA-256 does not match SHA256SUMS. "
+                                + _RESTORE_HINT.format(path=gz))
+        os.replace(tmp, target)
+    except PermissionError as e:
+        raise DataFileError(
+            f"Cannot write the unpacked file {target}: {e}. Copy the data folder somewhere writable "
+            "and point PRUNELAB_DATA at it.") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def verified_raw_folder(root: Path) -> Path:
+    """Check the four ``.gz`` files against ``SHA256SUMS``, unpack them if needed; return ``raw/``.
+
+    torchvision's class insists on all four unpacked files, whichever split is asked for.
+    """
+    raw = root / "FashionMNIST" / "raw"
+    if not raw.is_dir():
+        raise DataFileError(
+            f"No Fashion-MNIST folder at {raw}. prunelab expects torchvision's layout "
+            "<root>/FashionMNIST/raw/*.gz; pass the right root or set PRUNELAB_DATA. "
+            + _RESTORE_HINT.format(path="data/FashionMNIST"))
+    sums = _read_checksums(raw)
+    names = [f"{stem}-{kind}-ubyte" for stem in _FILE_STEM.values() for kind in ("images-idx3", "labels-idx1")]
+    for name in names:
+        _verify(raw / f"{name}.gz", sums[f"{name}.gz"])
+    for name in names:
+        _unpack(raw / f"{name}.gz", raw / name, sums[name])
+    return raw
+
+
+class ImageSet:
+    """One split held in memory.
+
+    ``images``: uint8 [N, 28, 28]; ``labels``: int64 [N]; ``classes``: the N_classes class names.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, classes: tuple[str, ...] = CLASSES):
+        if images.dtype != torch.uint8 or images.dim() != 3:
+            raise ValueError(f"images must be uint8 [N, H, W], got {images.dtype} {list(images.shape)}")
+        if labels.shape != images.shape[:1]:
+            raise ValueError(f"labels must have shape [{len(images)}], got {list(labels.shape)}")
+        self.images, self.labels, self.classes = images, labels.long(), tuple(classes)
+        self._normalized: dict[torch.device, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f"ImageSet({len(self)} images of {list(self.images.shape[1:])}, {len(self.classes)} classes)"
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 [B, H, W] -> float32 [B, 1, H, W], ``(images / 255 - MEAN) / STD``."""
+        return images.unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
+
+    def normalized(self, device: torch.device | str = "cpu") -> Tensor:
+        """The whole split as normalised float32 [N, 1, H, W] on ``device``, computed once and cached."""
+        device = torch.device(device)
+        if device not in self._normalized:
+            self._normalized[device] = self.normalize(self.images.to(device))
+        return self._normalized[device]
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield ``(x, y)``: x float32 [B, 1, H, W] normalised, y int64 [B]; the last batch may be smaller.
+
+        With ``shuffle`` the order comes from ``generator`` (pass a seeded one for a reproducible order).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        images, labels = self.images.to(device), self.labels.to(device)
+        order = torch.randperm(len(self), generator=generator).to(device) if shuffle else None
+        for start in range(0, len(self), batch_size):
+            if order is None:
+                xb, yb = images[start:start + batch_size], labels[start:start + batch_size]
+            else:
+                idx = order[start:start + batch_size]
+                xb, yb = images[idx], labels[idx]
+            yield self.normalize(xb), yb
+
+    def subset(self, n: int, *, seed: int = 0) -> ImageSet:
+        """A random subset of ``n`` images (the same ``n`` and ``seed`` give the same subset)."""
+        if not 1 <= n <= len(self):
+            raise ValueError(f"n must be between 1 and {len(self)}, got {n}")
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+        return ImageSet(self.images[idx], self.labels[idx], self.classes)
+
+
+_cache: dict[tuple, ImageSet] = {}
+
+
+def load_fashion_mnist(split: Split = "train", root: str | Path | None = None) -> ImageSet:
+    """Load a Fashion-MNIST split (``"train"``: 60,000 images, ``"test"``: 10,000) from local files.
+
+    Checks every file's SHA-256 and reads it through ``torchvision.datasets.FashionMNIST``
+    (``download=False``). Repeated calls with unchanged files return the same cached ``ImageSet``, so
+    treat its tensors as read-only (``subset`` and ``batches`` make copies).
+    Raises ``DataFileError`` naming the missing or corrupt file and how to restore it.
+    """
+    if split not in _FILE_STEM:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root) if root is not None else data_root()
+    raw = verified_raw_folder(root)
+    stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(raw.glob("*")))
+    key = (str(raw.resolve()), split, stamp)
+    if key not in _cache:
+        from torchvision.datasets import FashionMNIST  # imported here: it is slow to import
+
+        ds = FashionMNIST(str(root), train=(split == "train"), download=False)
+        _cache[key] = ImageSet(ds.data, ds.targets, tuple(ds.classes))
+    return _cache[key]

@@ -1,0 +1,114 @@
+"""The curriculum's models, each a readable ``nn.Sequential`` with named layers, plus torchvision's ResNet-18.
+
+All take x: float32 [B, 1, 28, 28] and return logits [B, 10].
+
+| name        | model                                                   | parameters |
+|-------------|---------------------------------------------------------|-----------:|
+| lenet300    | LeNet-300-100, the MLP of Han et al. 2015 and of the lottery-ticket paper | 266,610 |
+| lenet5      | LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling   | 61,706 |
+| vgg_small   | VGG-style CNN, 3x3 conv + BatchNorm + ReLU, widths 16-32-64 | 77,786 |
+| resnet18    | torchvision's ResNet-18, first conv taking 1 channel    | 11,175,370 |
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["LeNet300", "LeNet5", "VGGSmall", "resnet18", "MODELS", "build_model", "count_parameters"]
+
+
+class LeNet300(nn.Sequential):
+    """LeNet-300-100: 784 -> 300 -> 100 -> 10, fully connected, ReLU."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(OrderedDict(
+            flatten=nn.Flatten(),                              # [B, 1, 28, 28] -> [B, 784]
+            fc1=nn.Linear(784, 300), relu1=nn.ReLU(),
+            fc2=nn.Linear(300, 100), relu2=nn.ReLU(),
+            fc3=nn.Linear(100, num_classes),
+        ))
+
+
+class LeNet5(nn.Sequential):
+    """LeNet-5: conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> 120 -> 84 -> 10."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(OrderedDict(
+            conv1=nn.Conv2d(1, 6, 5, padding=2), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),   # -> [B, 6, 14, 14]
+            conv2=nn.Conv2d(6, 16, 5), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),             # -> [B, 16, 5, 5]
+            flatten=nn.Flatten(),                                                            # -> [B, 400]
+            fc1=nn.Linear(400, 120), relu3=nn.ReLU(),
+            fc2=nn.Linear(120, 84), relu4=nn.ReLU(),
+            fc3=nn.Linear(84, num_classes),
+        ))
+
+
+class VGGSmall(nn.Sequential):
+    """VGG-style CNN for channel pruning: three stages of two (conv 3x3 -> BatchNorm -> ReLU), each
+    followed by 2x2 max-pooling (28 -> 14 -> 7 -> 3), then one Linear on the flattened [C, 3, 3] map.
+
+    ``widths``: output channels of the three stages. Layers are named ``conv{i}``, ``bn{i}``, ``relu{i}``
+    (i = 1..6), ``pool{s}`` (s = 1..3), ``flatten`` and ``fc``.
+    """
+
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), num_classes: int = 10):
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in, i = 1, 0
+        for stage, c_out in enumerate(widths, start=1):
+            for _ in range(2):
+                i += 1
+                layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+                layers[f"bn{i}"] = nn.BatchNorm2d(c_out)
+                layers[f"relu{i}"] = nn.ReLU()
+                c_in = c_out
+            layers[f"pool{stage}"] = nn.MaxPool2d(2)
+        layers["flatten"] = nn.Flatten()                           # [B, C, 3, 3] -> [B, 9C]
+        layers["fc"] = nn.Linear(c_in * 3 * 3, num_classes)
+        super().__init__(layers)
+        self.widths = tuple(widths)
+
+
+def resnet18(num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 (random init, no download) with its first conv taking 1 input channel."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    model = tv_resnet18(weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "lenet300": LeNet300,
+    "lenet5": LeNet5,
+    "vgg_small": VGGSmall,
+    "resnet18": resnet18,
+}
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` listing the known names (and the closest one) if ``name`` is unknown."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(str(name), MODELS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(MODELS)}.{hint}")
+
+
+def build_model(name: str, *, seed: int = 0) -> nn.Module:
+    """A freshly initialised model; the same ``name`` and ``seed`` give bit-identical weights.
+
+    Seeds a private copy of the RNG: torch's global random state is left as it was.
+    """
+    check_model_name(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters (weights and biases; BatchNorm's running statistics are buffers)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,53 @@
+"""Shared fixtures. Every test runs with outbound network connections refused: the kit must work offline."""
+
+import ipaddress
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+import prunelab as pl
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _is_loopback(host) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Fail any test whose code connects anywhere but this machine's loopback."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            raise AssertionError(f"prunelab tried to reach the network: {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", lambda s, a: (check(s, a), real_connect(s, a))[1])
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda s, a: (check(s, a), real_connect_ex(s, a))[1])
+
+
+@pytest.fixture(scope="session")
+def train_set():
+    return pl.load_fashion_mnist("train")
+
+
+@pytest.fixture(scope="session")
+def test_set():
+    return pl.load_fashion_mnist("test")
+
+
+@pytest.fixture
+def data_copy(tmp_path):
+    """A private copy of the committed Fashion-MNIST files (the .gz files and SHA256SUMS only)."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    src = REPO / "data" / "FashionMNIST" / "raw"
+    for f in [*src.glob("*.gz"), src / "SHA256SUMS"]:
+        shutil.copy(f, raw / f.name)
+    return tmp_path

@@ -1,0 +1,115 @@
+import hashlib
+
+import pytest
+import torch
+from torchvision import transforms
+
+import prunelab as pl
+from prunelab.data import MEAN, STD, DataFileError
+
+from conftest import REPO
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_splits_have_the_documented_shapes_and_balanced_classes(train_set, test_set):
+    assert train_set.images.shape == (60_000, 28, 28) and test_set.images.shape == (10_000, 28, 28)
+    assert train_set.images.dtype == torch.uint8  # kept compact in memory
+    assert train_set.labels.bincount().tolist() == [6000] * 10
+    assert test_set.labels.bincount().tolist() == [1000] * 10
+    assert train_set.classes == pl.CLASSES
+
+
+def test_committed_files_match_their_checksums():
+    raw = REPO / "data" / "FashionMNIST" / "raw"
+    listed = dict(reversed(line.split()) for line in (raw / "SHA256SUMS").read_text().splitlines())
+    gz_files = sorted(p.name for p in raw.glob("*.gz"))
+    assert len(gz_files) == 4
+    for name in gz_files:
+        assert digest(raw / name) == listed[name], name
+
+
+def test_data_comes_through_torchvisions_dataset_class(data_copy):
+    from torchvision.datasets import FashionMNIST
+
+    ours = pl.load_fashion_mnist("test", root=data_copy)
+    theirs = FashionMNIST(str(data_copy), train=False, download=False)
+    assert torch.equal(ours.images, theirs.data) and torch.equal(ours.labels, theirs.targets)
+
+
+def test_corrupt_file_is_named_with_the_fix_and_nothing_is_written(data_copy):
+    raw = data_copy / "FashionMNIST" / "raw"
+    bad = raw / "t10k-images-idx3-ubyte.gz"
+    data = bytearray(bad.read_bytes())
+    data[1000] ^= 0xFF
+    bad.write_bytes(data)
+    before = {p.name: digest(p) for p in raw.iterdir()}
+    with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte.gz is corrupt") as err:
+        pl.load_fashion_mnist("test", root=data_copy)
+    assert "git checkout --" in str(err.value) and "dataset-fashion-mnist" in str(err.value)
+    assert {p.name: digest(p) for p in raw.iterdir()} == before  # nothing unpacked, nothing changed
+
+
+def test_missing_file_is_named(data_copy):
+    (data_copy / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataFileError, match="train-labels-idx1-ubyte.gz is missing"):
+        pl.load_fashion_mnist("train", root=data_copy)
+
+
+def test_wrong_root_says_which_layout_is_expected(tmp_path):
+    with pytest.raises(DataFileError, match="No Fashion-MNIST folder at .*PRUNELAB_DATA"):
+        pl.load_fashion_mnist("test", root=tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_damaged_unpacked_file_is_unpacked_again(data_copy, test_set):
+    pl.load_fashion_mnist("test", root=data_copy)
+    unpacked = data_copy / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    unpacked.write_bytes(unpacked.read_bytes()[:-100])
+    reloaded = pl.load_fashion_mnist("test", root=data_copy)
+    assert torch.equal(reloaded.images, test_set.images)
+
+
+def test_prunelab_data_variable_moves_the_data_root(data_copy, monkeypatch):
+    monkeypatch.setenv("PRUNELAB_DATA", str(data_copy))
+    assert pl.data_root() == data_copy
+    assert len(pl.load_fashion_mnist("test")) == 10_000
+
+
+def test_unknown_split_is_rejected():
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        pl.load_fashion_mnist("validation")
+
+
+def test_normalisation_matches_torchvisions_transforms(test_set):
+    tutorial = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    from PIL import Image
+
+    expected = torch.stack([tutorial(Image.fromarray(test_set.images[i].numpy(), mode="L")) for i in range(5)])
+    x, _ = next(test_set.batches(5))
+    torch.testing.assert_close(x, expected)
+    torch.testing.assert_close(test_set.normalized()[:5], expected)
+
+
+def test_batches_cover_every_image_once_in_a_seeded_order(test_set):
+    def labels_in_order(seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.cat([y for _, y in test_set.batches(384, shuffle=True, generator=g)])
+
+    sizes = [len(y) for _, y in test_set.batches(384)]
+    assert sizes[:-1] == [384] * 26 and sizes[-1] == 10_000 - 26 * 384
+    a, b, c = labels_in_order(0), labels_in_order(0), labels_in_order(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.bincount().tolist() == [1000] * 10
+    with pytest.raises(ValueError, match="batch_size"):
+        next(test_set.batches(0))
+
+
+def test_subset_is_reproducible_and_checked(test_set):
+    a, b = test_set.subset(500, seed=3), test_set.subset(500, seed=3)
+    assert len(a) == 500 and torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, test_set.subset(500, seed=4).images)
+    with pytest.raises(ValueError, match="between 1 and 10000"):
+        test_set.subset(20_000)
