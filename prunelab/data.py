@@ -148,7 +148,10 @@ class ImageSet:
         """The whole split as normalised float32 [N, 1, H, W] on ``device``, computed once and cached."""
         device = torch.device(device)
         if device not in self._normalized:
-            self._normalized[device] = self.normalize(self.images.to(device))
+            # an ordinary tensor even when first asked for under inference_mode (as in evaluate), so the
+            # cache also serves code that needs gradients later
+            with torch.inference_mode(False):
+                self._normalized[device] = self.normalize(self.images.to(device))
         return self._normalized[device]
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,

@@ -113,3 +113,12 @@ def test_subset_is_reproducible_and_checked(test_set):
     assert not torch.equal(a.images, test_set.subset(500, seed=4).images)
     with pytest.raises(ValueError, match="between 1 and 10000"):
         test_set.subset(20_000)
+
+
+def test_cached_images_serve_gradients_after_an_evaluation():
+    data = pl.load_fashion_mnist("test").subset(64)  # a fresh ImageSet: its cache starts empty
+    model = pl.build_model("lenet300")
+    pl.evaluate(model, data)  # fills the cache under inference_mode
+    loss = torch.nn.functional.cross_entropy(model(data.normalized()), data.labels)
+    loss.backward()
+    assert model.fc1.weight.grad is not None
