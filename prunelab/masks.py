@@ -1,0 +1,163 @@
+"""Non-destructive masks, stored exactly as ``torch.nn.utils.prune`` stores them.
+
+A masked parameter ``weight`` of a module becomes
+
+- ``weight_orig``: the original values (a parameter; masking never changes it),
+- ``weight_mask``: a 0/1 float buffer of the same shape,
+- ``weight``: ``weight_orig * weight_mask``, recomputed by a forward pre-hook before every forward.
+
+So a state dict holds ``weight_orig`` / ``weight_mask`` as torch users know them, and
+``torch.nn.utils.prune.remove`` commits it. Unlike calling ``torch.nn.utils.prune`` functions again, which
+multiplies a new mask into the old one, ``set_masks`` *replaces* the mask in place (``mask.copy_(new)``):
+sparsity 0.9 then 0.3 gives the 0.3 mask, and ``reset`` gives back the original tensors bit for bit.
+
+Masks are keyed by parameter name, ``"fc1.weight"``, ``"fc1.bias"``, ``"bn1.weight"``, ...
+A masked entry stays exactly zero while training: its effective value is ``orig * 0``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+__all__ = ["prunable_layers", "set_masks", "get_masks", "original", "reset", "commit", "masked_parameters",
+           "load_masked_state_dict", "sparsity_of"]
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every ``nn.Linear`` and ``nn.Conv2d`` of ``model``, keyed by qualified name (``"fc1"``, ``"layer1.0.conv1"``).
+
+    Raises ``ValueError`` when there is none.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has nothing prunable: prunelab prunes the weights of "
+                         "nn.Linear and nn.Conv2d layers, and this model has none.")
+    return layers
+
+
+def _split(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
+    module_name, _, tensor_name = param_name.rpartition(".")
+    try:
+        module = model.get_submodule(module_name)
+    except AttributeError:
+        module = None
+    if module is None or not (hasattr(module, tensor_name + "_orig")
+                              or isinstance(getattr(module, tensor_name, None), nn.Parameter)):
+        import difflib
+
+        known = [n.removesuffix("_orig") for n, _ in model.named_parameters()]
+        close = difflib.get_close_matches(param_name, known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{type(model).__name__} has no parameter {param_name!r} to mask.{hint} "
+                         f"Masks are keyed by parameter names such as {', '.join(known[:4])}.")
+    return module, tensor_name
+
+
+def original(model: nn.Module, param_name: str) -> Tensor:
+    """The original (unmasked) values of a parameter: ``<name>_orig`` when masked, else the parameter itself."""
+    module, tensor_name = _split(model, param_name)
+    orig = getattr(module, tensor_name + "_orig", None)
+    return orig if orig is not None else getattr(module, tensor_name)
+
+
+def masked_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters that currently carry a mask."""
+    return [name.removesuffix("_mask") for name, _ in model.named_buffers() if name.endswith("_mask")]
+
+
+def get_masks(model: nn.Module) -> dict[str, Tensor]:
+    """The current masks, ``{param_name: bool tensor}`` (copies)."""
+    return {name: model.get_buffer(name + "_mask").bool() for name in masked_parameters(model)}
+
+
+def _check_mask(model: nn.Module, name: str, mask: Tensor) -> None:
+    orig = original(model, name)
+    if not isinstance(mask, Tensor) or mask.shape != orig.shape:
+        got = list(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"The mask for {name!r} must have the parameter's shape {list(orig.shape)}, got {got}.")
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"The mask for {name!r} must hold only 0 and 1 (or be a bool tensor).")
+    if not torch.isfinite(orig).all():
+        raise ValueError(f"{name!r} holds NaN or inf values; masking would hide them. Fix or reload the "
+                         "weights (e.g. prunelab.load_pretrained) before pruning.")
+
+
+def set_masks(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
+    """Set the masks of the named parameters, replacing any earlier mask (never multiplying into it).
+
+    Every mask is checked before any is applied, so a bad one leaves the model exactly as it was.
+    Parameters not named keep their current mask (or none). Returns ``model``.
+    """
+    for name, mask in masks.items():
+        _check_mask(model, name, mask)
+    for name, mask in masks.items():
+        module, tensor_name = _split(model, name)
+        mask = mask.to(device=original(model, name).device, dtype=original(model, name).dtype)
+        if hasattr(module, tensor_name + "_mask"):
+            buffer = getattr(module, tensor_name + "_mask")
+            buffer.copy_(mask)
+            with torch.no_grad():  # refresh the effective tensor now, not only at the next forward
+                setattr(module, tensor_name, getattr(module, tensor_name + "_orig") * buffer)
+        else:
+            prune.custom_from_mask(module, tensor_name, mask)
+    return model
+
+
+def reset(model: nn.Module, names: list[str] | None = None) -> nn.Module:
+    """Remove the masks (all, or of ``names``) and put the original tensors back, bit for bit."""
+    for name in masked_parameters(model) if names is None else names:
+        module, tensor_name = _split(model, name)
+        orig = getattr(module, tensor_name + "_orig")
+        _remove_reparametrization(module, tensor_name)
+        module.register_parameter(tensor_name, orig)
+        if tensor_name == "weight":  # back in torch's own order (weight before bias), as before masking
+            module._parameters = {"weight": orig, **module._parameters}
+    return model
+
+
+def commit(model: nn.Module) -> nn.Module:
+    """Make the pruning permanent: each masked parameter becomes ``orig * mask`` and the masks go away.
+
+    The same as ``torch.nn.utils.prune.remove`` on every masked parameter. After this, the originals are gone
+    and training can revive zeros (there is no mask left to keep them at zero).
+    """
+    for name in masked_parameters(model):
+        module, tensor_name = _split(model, name)
+        prune.remove(module, tensor_name)
+    return model
+
+
+def _remove_reparametrization(module: nn.Module, tensor_name: str) -> None:
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == tensor_name:
+            del module._forward_pre_hooks[key]
+    if hasattr(module, tensor_name) and not isinstance(getattr(module, tensor_name), nn.Parameter):
+        delattr(module, tensor_name)
+    del module._parameters[tensor_name + "_orig"]
+    del module._buffers[tensor_name + "_mask"]
+
+
+def sparsity_of(masks: dict[str, Tensor]) -> float:
+    """Fraction of masked-out entries over all the given masks together."""
+    total = sum(m.numel() for m in masks.values())
+    return 1 - sum(int(m.sum()) for m in masks.values()) / total if total else math.nan
+
+
+def load_masked_state_dict(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """Load a state dict saved from a masked model (``<name>_orig`` / ``<name>_mask`` keys) into ``model``.
+
+    Puts a mask on every parameter that has one in ``state``, then loads; the same as applying
+    ``torch.nn.utils.prune.identity`` to those parameters and calling ``load_state_dict``. Returns ``model``.
+    """
+    masks = {key.removesuffix("_mask"): value.bool() for key, value in state.items() if key.endswith("_mask")}
+    shapes_ok = all(_split(model, name) and original(model, name).shape == m.shape for name, m in masks.items())
+    if not shapes_ok:
+        raise ValueError("The saved masks do not fit this model's parameters; build the model the state "
+                         "dict was saved from.")
+    set_masks(model, masks)
+    model.load_state_dict(state)
+    return model

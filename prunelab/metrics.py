@@ -1,0 +1,373 @@
+"""What pruning buys, measured: sparsity, parameters, MACs, bytes on disk and latency.
+
+Every metric reads the *effective* weights: a masked parameter (``weight_orig`` and ``weight_mask``, the
+``torch.nn.utils.prune`` representation) counts as ``weight_orig * weight_mask``, so a masked-out weight is a
+zero. Prunable layers are the ``nn.Linear`` and ``nn.Conv2d`` layers, keyed by qualified name (``"fc1"``).
+
+| metric     | functions                                          | unit                                   |
+|------------|----------------------------------------------------|----------------------------------------|
+| sparsity   | ``sparsity``, ``layer_sparsity``, ``global_sparsity`` | fraction of exact zeros, in [0, 1]  |
+| parameters | ``parameter_counts``                               | scalars (total and nonzero)            |
+| compute    | ``count_macs``                                     | MACs per image; FLOPs = 2 x MACs       |
+| storage    | ``file_bytes``, ``size_report``                    | bytes of a ``torch.save`` file, gzipped or not |
+| speed      | ``measure_latency``                                | milliseconds of wall-clock time per batch |
+
+Zeros only save compute and bytes when something skips them: ``count_macs``'s ``effective`` count and the
+``"bitmask"`` / ``"csr"`` encodings do; a dense matrix product (``measure_latency``) does not.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .masks import prunable_layers
+
+__all__ = ["Encoding", "ENCODINGS", "Count", "ParameterCounts", "LayerMACs", "MACCount", "FileSize", "LatencyResult",
+           "effective_state_dict", "sparsity", "layer_sparsity", "global_sparsity", "parameter_counts", "count_macs",
+           "encode_weights", "decode_weights", "file_bytes", "size_report", "measure_latency"]
+
+Encoding = Literal["dense", "bitmask", "csr"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
+
+
+# ---------------------------------------------------------------------------------------------- effective weights
+
+def _effective_weight(layer: nn.Module) -> Tensor:
+    """W = weight_orig * weight_mask for a masked layer, else its weight (detached)."""
+    if hasattr(layer, "weight_mask"):
+        return (layer.weight_orig * layer.weight_mask).detach()
+    return layer.weight.detach()
+
+
+def effective_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict of the model with its masks folded in: each ``<name>_orig`` / ``<name>_mask`` pair
+    becomes ``<name> = orig * mask``. It loads into an unmasked model of the same architecture.
+
+    Zeros are stored as +0.0 (``orig * 0`` is -0.0 for a negative ``orig``; the sign bit would make a dense
+    file compress worse without changing any value).
+    """
+    state = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        name, suffix = key[:-5], key[-5:]
+        if suffix == "_mask" and name + "_orig" in state:
+            continue                                                      # folded into <name> below
+        if suffix == "_orig" and name + "_mask" in state:
+            key, value = name, value * state[name + "_mask"]
+        out[key] = value + 0.0 if value.is_floating_point() else value  # -0.0 + 0.0 = +0.0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- sparsity, counts
+
+def sparsity(t: Tensor) -> float:
+    """Fraction of the entries of ``t`` that are exactly zero, in [0, 1]."""
+    if t.numel() == 0:
+        raise ValueError("sparsity of an empty tensor is undefined; pass a tensor with at least one entry.")
+    return int((t == 0).sum()) / t.numel()
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """``{layer name: sparsity of its effective weight}`` for every Linear and Conv2d."""
+    return {name: sparsity(_effective_weight(layer)) for name, layer in prunable_layers(model).items()}
+
+
+def global_sparsity(model: nn.Module) -> float:
+    """Zero weights / all weights, over the weights of every Linear and Conv2d together (biases excluded)."""
+    weights = [_effective_weight(layer) for layer in prunable_layers(model).values()]
+    return sum(int((W == 0).sum()) for W in weights) / sum(W.numel() for W in weights)
+
+
+class Count(NamedTuple):
+    """Number of scalars: ``total`` and how many of them are ``nonzero``."""
+    total: int
+    nonzero: int
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    """Scalar parameters of a model (weights, biases, BatchNorm γ and β; running statistics are buffers).
+
+    total: all of them; nonzero: those whose effective value is not 0; layers: ``{name: Count}`` of each
+    Linear / Conv2d *weight*. ``compression`` = total / nonzero (x).
+    """
+    total: int
+    nonzero: int
+    layers: dict[str, Count]
+
+    @property
+    def compression(self) -> float:
+        return self.total / self.nonzero if self.nonzero else float("inf")
+
+
+def parameter_counts(model: nn.Module) -> ParameterCounts:
+    """Total and nonzero parameters of ``model``, masked entries counting as zero; see ``ParameterCounts``."""
+    layers = {}
+    for name, layer in prunable_layers(model).items():
+        W = _effective_weight(layer)
+        layers[name] = Count(W.numel(), int(W.count_nonzero()))
+    state = effective_state_dict(model)
+    masked = {key[:-len("_mask")] for key, _ in model.named_buffers() if key.endswith("_mask")}
+    names = [key[:-len("_orig")] if key[:-len("_orig")] in masked else key for key, _ in model.named_parameters()]
+    return ParameterCounts(total=sum(state[n].numel() for n in names),
+                           nonzero=sum(int(state[n].count_nonzero()) for n in names), layers=layers)
+
+
+# ---------------------------------------------------------------------------------------------- MACs
+
+class LayerMACs(NamedTuple):
+    """Multiply-accumulates of one layer per image: ``dense`` (every weight) and ``effective`` (nonzero weights)."""
+    dense: int
+    effective: int
+
+
+@dataclass(frozen=True)
+class MACCount:
+    """Multiply-accumulates per image, per layer (in the order they ran) and in total.
+
+    A MAC is one ``a += w * x``; FLOPs = 2 x MACs (one multiply and one add). Bias additions, activations,
+    pooling and BatchNorm are not counted: they are a few per output, against ``C_in * kH * kW`` MACs per output.
+    """
+    dense: int
+    effective: int
+    layers: dict[str, LayerMACs]
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.dense
+
+    @property
+    def effective_flops(self) -> int:
+        return 2 * self.effective
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """Eval mode inside the block; afterwards every submodule has the mode it had before."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
+    return p.device, p.dtype
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> MACCount:
+    """MACs of one forward pass, per image, counted by forward hooks on every Linear and Conv2d.
+
+    Each weight is used once per output position P (H_out * W_out for a conv, 1 for a Linear on [B, in]):
+    Conv2d dense = H_out * W_out * C_out * (C_in / groups) * kH * kW = P * numel(W), effective = P * nonzero(W);
+    Linear dense = in * out, effective = nonzero(W). ``input_shape`` includes a batch dimension; the answer is
+    per image whatever the batch. The model is left as it was (no hooks, same mode, no gradients, BN untouched).
+    """
+    layers = prunable_layers(model)
+    if len(input_shape) < 2 or not all(isinstance(n, int) and n > 0 for n in input_shape):
+        raise ValueError(f"input_shape must be positive ints [B, ...] with a batch dimension, e.g. (1, 1, 28, 28); "
+                         f"got {input_shape!r}.")
+    counts: dict[str, LayerMACs] = {}
+
+    def hook(name: str):
+        def count(layer: nn.Module, inputs, out: Tensor) -> None:
+            W = _effective_weight(layer)
+            P = out[0].numel() // W.shape[0]            # output positions per image
+            dense, effective = counts.get(name, (0, 0))  # a layer called twice counts twice
+            counts[name] = LayerMACs(dense + P * W.numel(), effective + P * int(W.count_nonzero()))
+        return count
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    device, dtype = _device_and_dtype(model)
+    try:
+        with _eval_mode(model), torch.no_grad():
+            model(torch.zeros(input_shape, device=device, dtype=dtype))
+    except RuntimeError as e:
+        raise ValueError(f"{type(model).__name__} cannot run on an input of shape {tuple(input_shape)}: "
+                         f"{str(e).splitlines()[0]} Pass the input_shape the model takes.") from e
+    finally:
+        for h in handles:
+            h.remove()
+    return MACCount(dense=sum(c.dense for c in counts.values()),
+                    effective=sum(c.effective for c in counts.values()), layers=counts)
+
+
+# ---------------------------------------------------------------------------------------------- bytes on disk
+
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        close = difflib.get_close_matches(str(encoding).lower(), ENCODINGS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown encoding {encoding!r}. Known encodings: {', '.join(ENCODINGS)}.{hint}")
+
+
+def _index_dtype(n_max: int) -> torch.dtype:
+    """The smallest unsigned integer dtype that holds 0 .. n_max."""
+    return next(d for d in (torch.uint8, torch.uint16, torch.uint32, torch.uint64) if n_max <= torch.iinfo(d).max)
+
+
+def _encode_bitmask(W: Tensor) -> dict:
+    """The nonzero values of W (row-major) and a 1-bit-per-weight mask, 8 weights per uint8 byte."""
+    nz = W != 0
+    return {"shape": list(W.shape), "values": W[nz], "mask": torch.from_numpy(np.packbits(nz.flatten().numpy()))}
+
+
+def _decode_bitmask(e: dict) -> Tensor:
+    shape, values = e["shape"], e["values"]
+    nz = torch.from_numpy(np.unpackbits(e["mask"].numpy(), count=int(np.prod(shape))).astype(bool))
+    W = torch.zeros(nz.shape, dtype=values.dtype)
+    W[nz] = values
+    return W.reshape(shape)
+
+
+def _encode_csr(W: Tensor) -> dict:
+    """Compressed sparse rows of W viewed as [out, -1]: nonzero values, their column indices, and row pointers
+    (row i's entries are values[row_ptr[i]:row_ptr[i + 1]]); indices in the smallest unsigned dtype that fits."""
+    W2 = W.reshape(W.shape[0], -1)
+    nz = W2 != 0
+    row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), nz.sum(1).cumsum(0)])
+    cols = nz.nonzero()[:, 1]
+    return {"shape": list(W.shape), "values": W2[nz], "cols": cols.to(_index_dtype(W2.shape[1] - 1)),
+            "row_ptr": row_ptr.to(_index_dtype(int(row_ptr[-1])))}
+
+
+def _decode_csr(e: dict) -> Tensor:
+    shape, values = e["shape"], e["values"]
+    row_ptr = e["row_ptr"].to(torch.int64)
+    rows = torch.repeat_interleave(torch.arange(shape[0]), row_ptr.diff())
+    W2 = torch.zeros(shape[0], int(np.prod(shape[1:])), dtype=values.dtype)
+    W2[rows, e["cols"].to(torch.int64)] = values
+    return W2.reshape(shape)
+
+
+_CODECS = {"bitmask": (_encode_bitmask, _decode_bitmask), "csr": (_encode_csr, _decode_csr)}
+
+
+def encode_weights(model: nn.Module, encoding: Encoding) -> dict:
+    """What ``file_bytes`` saves: a dict that ``torch.save`` writes and ``torch.load(weights_only=True)`` reads.
+
+    ``"dense"``: ``effective_state_dict(model)``, an ordinary state dict. ``"bitmask"`` / ``"csr"``:
+    ``{"encoding", "dense": other tensors (biases, BatchNorm, ...), "sparse": {"fc1.weight": {...}}}`` where
+    every Linear / Conv2d weight is stored by ``_encode_bitmask`` or ``_encode_csr``.
+    """
+    _check_encoding(encoding)
+    weights = {f"{name}.weight" for name in prunable_layers(model)}
+    state = {k: v.cpu() for k, v in effective_state_dict(model).items()}
+    if encoding == "dense":
+        return state
+    encode = _CODECS[encoding][0]
+    return {"encoding": encoding, "dense": {k: v for k, v in state.items() if k not in weights},
+            "sparse": {k: encode(v) for k, v in state.items() if k in weights}}
+
+
+def decode_weights(payload: dict) -> dict[str, Tensor]:
+    """The effective state dict back from ``encode_weights``'s output (exact: zeros and values bit for bit)."""
+    if not isinstance(payload.get("encoding"), str):
+        return dict(payload)
+    decode = _CODECS[payload["encoding"]][1]
+    return {**payload["dense"], **{k: decode(e) for k, e in payload["sparse"].items()}}
+
+
+@dataclass(frozen=True)
+class FileSize:
+    """Size of a model saved with one encoding: ``bytes`` of the ``torch.save`` file, ``gzip_bytes`` of that
+    file compressed with gzip (level 9). ``compression`` = bytes / gzip_bytes (x)."""
+    encoding: Encoding
+    bytes: int
+    gzip_bytes: int
+
+    @property
+    def compression(self) -> float:
+        return self.bytes / self.gzip_bytes
+
+
+def _measure(payload: dict, encoding: Encoding) -> FileSize:
+    """Write ``payload`` to a real file in a temporary directory, gzip it, read both sizes, delete both."""
+    with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
+        path = Path(tmp) / "model.pt"
+        torch.save(payload, path)
+        with open(path, "rb") as src, open(path.with_suffix(".pt.gz"), "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as dst:
+            shutil.copyfileobj(src, dst)
+        return FileSize(encoding, path.stat().st_size, path.with_suffix(".pt.gz").stat().st_size)
+
+
+def file_bytes(model: nn.Module, encoding: Encoding = "dense", *, compress: bool = False) -> int:
+    """Bytes of a real file holding the model's effective weights in ``encoding`` (see ``encode_weights``),
+    or, with ``compress``, of that file gzip-compressed. The files are deleted afterwards."""
+    size = _measure(encode_weights(model, encoding), encoding)
+    return size.gzip_bytes if compress else size.bytes
+
+
+def size_report(model: nn.Module) -> dict[str, FileSize]:
+    """``{encoding: FileSize}`` for every encoding: ``"dense"``, ``"bitmask"``, ``"csr"``."""
+    return {encoding: _measure(encode_weights(model, encoding), encoding) for encoding in ENCODINGS}
+
+
+# ---------------------------------------------------------------------------------------------- latency
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Wall-clock time of one forward pass of a batch, in milliseconds: ``median_ms``, ``p90_ms`` (90th
+    percentile), ``min_ms``, over ``repeats`` timed runs of a batch of ``batch_size``; ``times_ms`` all of them."""
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    repeats: int
+    batch_size: int
+    times_ms: tuple[float, ...]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / (self.median_ms / 1000)
+
+
+def measure_latency(model: nn.Module, x: Tensor | None = None, *, repeats: int = 20,
+                    warmup: int = 3) -> LatencyResult:
+    """Time ``model(x)`` with ``time.perf_counter``: ``warmup`` untimed runs, then ``repeats`` timed ones.
+
+    ``x`` defaults to a batch of 256 random images [256, 1, 28, 28] (fixed seed; the global random state is
+    not touched). Runs on the model's device (the CPU in the kit) under ``torch.inference_mode`` in eval mode,
+    and puts every submodule back in the mode it was in.
+    """
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
+    if not (isinstance(warmup, int) and warmup >= 0):
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}.")
+    device, dtype = _device_and_dtype(model)
+    if x is None:
+        x = torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    elif not isinstance(x, Tensor):
+        raise TypeError(f"x must be a Tensor [B, ...] (e.g. [256, 1, 28, 28]), got {type(x).__name__}.")
+
+    def sync() -> None:
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+
+    times = []
+    with _eval_mode(model), torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    t = np.array(times)
+    return LatencyResult(float(np.median(t)), float(np.percentile(t, 90)), float(t.min()), repeats,
+                         x.shape[0] if x.dim() else 1, tuple(times))

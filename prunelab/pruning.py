@@ -1,0 +1,331 @@
+"""From scores to masks, at every granularity and scope; and ``prune``, which does it all in one call.
+
+Granularity:
+- ``"weight"``: individual weights, M = scores > v_thr elementwise;
+- ``"n:m"``: in every group of m consecutive weights along a row of W.flatten(1), keep the n largest scores
+  (layers whose rows do not split into groups of m are skipped unless named, then refused);
+- ``"neuron"`` / ``"channel"``: whole units (rows of a Linear's W, filters of a Conv2d's W), scored per unit;
+  a removed unit's bias and the following BatchNorm's weight and bias are masked too, so its output is 0.
+Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict) or ``"global"``
+(one threshold over all layers' scores together).
+
+Scores are always computed from the original weights, so pruning again replaces the mask: never compounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from collections.abc import Mapping
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from . import masks as M
+from .data import ImageSet
+from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
+from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, threshold_from_std
+
+__all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "masks_for_sparsity",
+           "nm_masks", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
+           "replace_with_identity", "unmasked", "select_layers"]
+
+Granularity = Literal["weight", "n:m", "neuron", "channel"]
+Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random",
+                    "mean_activation", "max_activation", "apoz", "loss_change"]
+Scope = Literal["layer", "global"]
+_DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change")
+_UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
+
+
+def _check_choice(value, allowed, what):
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, allowed))}, got {value!r}.{hint}")
+
+
+def select_layers(model: nn.Module, layers: list[str] | None = None, *, units: bool = False) -> dict[str, nn.Module]:
+    """The prunable layers to work on: ``layers`` by name, or all of them.
+
+    With ``units`` (neuron/channel pruning) the last layer is left out by default: its outputs are the classes.
+    """
+    available = M.prunable_layers(model)
+    if layers is None:
+        names = list(available)[:-1] if units else list(available)
+    else:
+        names = list(layers)
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], available, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown layer {unknown[0]!r}.{hint} Prunable layers of {type(model).__name__}: "
+                             f"{', '.join(available)}.")
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no layer to prune at this granularity.")
+    return {n: available[n] for n in names}
+
+
+@contextmanager
+def unmasked(model: nn.Module):
+    """Temporarily lift every mask (set it to all ones) so the model computes with its original weights."""
+    saved = M.get_masks(model)
+    M.set_masks(model, {name: torch.ones_like(m) for name, m in saved.items()})
+    try:
+        yield model
+    finally:
+        M.set_masks(model, saved)
+
+
+def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
+                  data: ImageSet | None = None, seed: int = 0) -> dict[str, Tensor]:
+    """Per-weight scores of each layer's original weights: ``{layer_name: scores shaped like W}``."""
+    _check_choice(criterion, ("magnitude", "gradient", "taylor", "random"), "criterion for weights")
+    W = {name: M.original(model, f"{name}.weight").detach() for name in layers}
+    if criterion == "magnitude":
+        return {name: magnitude(w) for name, w in W.items()}
+    if criterion == "random":
+        return {name: random_scores(w.shape, seed=seed + i).to(w.device) for i, (name, w) in enumerate(W.items())}
+    if data is None:
+        raise ValueError(f"The {criterion!r} criterion needs data to compute gradients: pass data=, e.g. "
+                         "prunelab.load_fashion_mnist('train').subset(2048).")
+    with unmasked(model):
+        g = loss_gradients(model, data)
+    if criterion == "gradient":
+        return {name: gradient_magnitude(g[f"{name}.weight"]) for name in W}
+    return {name: taylor(w, g[f"{name}.weight"]) for name, w in W.items()}
+
+
+def unit_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
+                data: ImageSet | None = None, seed: int = 0, n_images: int = 2048) -> dict[str, Tensor]:
+    """Per-unit scores ``{layer_name: [units]}``: the L1 or L2 norm of each row/filter, the sum over the
+    unit of a per-weight score (``"magnitude"`` = L1, ``"gradient"``, ``"taylor"``), random, or from the
+    first ``n_images`` of ``data``: mean or max activation, 1 − APoZ, or the measured loss change ΔL_j."""
+    _check_choice(criterion, _UNIT_CRITERIA, "criterion for neurons/channels")
+    if criterion in ("l1", "l2"):
+        p = 1 if criterion == "l1" else 2
+        return {name: unit_norm(M.original(model, f"{name}.weight").detach(), p) for name in layers}
+    if criterion == "random":
+        return {name: random_scores((layer.weight.shape[0],), seed=seed + i)
+                for i, (name, layer) in enumerate(layers.items())}
+    if criterion in _DATA_UNIT_CRITERIA:
+        return _data_unit_scores(model, layers, criterion, data, n_images)
+    per_weight = weight_scores(model, layers, criterion, data, seed)
+    return {name: s.flatten(1).sum(1) for name, s in per_weight.items()}
+
+
+def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Tensor]:
+    from . import data_criteria as D
+
+    if data is None:
+        raise ValueError(f"The {criterion!r} criterion needs data: pass data=, e.g. "
+                         "prunelab.load_fashion_mnist('train').subset(2048).")
+    n = min(n_images, len(data))
+    with unmasked(model):  # scores from the original weights
+        if criterion == "loss_change":
+            return {name: D.measured_loss_change(model, name, data, n_images=n) for name in layers}
+        x = data.normalized(next(model.parameters()).device)[:n]
+        activations = D.collect_activations(model, x, list(layers))
+    score = {"mean_activation": D.mean_activation, "max_activation": D.max_activation,
+             "apoz": D.apoz_score}[criterion]
+    return {name: score(a) for name, a in activations.items()}
+
+
+def masks_for_sparsity(scores: Mapping[str, Tensor], sparsity: float | Mapping[str, float],
+                       scope: Scope = "layer") -> dict[str, Tensor]:
+    """Keep-masks ``{name: bool, shaped like scores}``: M = scores > v_thr, v_thr the k-th smallest score,
+    removing exactly k = round(s · n) (ties broken by position; see ``thresholds.mask_for_sparsity``).
+
+    ``scope="layer"``: each layer's own k-th value, with ``sparsity`` one number or ``{layer: s}`` (layers
+    not in the dict are left dense). ``scope="global"``: one v_thr over all scores together.
+    """
+    _check_choice(scope, ("layer", "global"), "scope")
+    if scope == "global":
+        if isinstance(sparsity, Mapping):
+            raise ValueError("Global scope takes one sparsity for all layers; a per-layer dict needs scope='layer'.")
+        keep = mask_for_sparsity(torch.cat([s.flatten().float().cpu() for s in scores.values()]), sparsity)
+        out, start = {}, 0
+        for name, s in scores.items():
+            out[name] = keep[start:start + s.numel()].view(s.shape).to(s.device)
+            start += s.numel()
+        return out
+    per_layer = dict(sparsity) if isinstance(sparsity, Mapping) else {name: sparsity for name in scores}
+    unknown = set(per_layer) - set(scores)
+    if unknown:
+        raise ValueError(f"Sparsity given for unknown layer(s) {sorted(unknown)}; layers: {', '.join(scores)}.")
+    for name, s in per_layer.items():
+        check_sparsity(s, f"sparsity of {name!r}")
+    return {name: mask_for_sparsity(s, per_layer[name]) if name in per_layer
+            else torch.ones_like(s, dtype=torch.bool) for name, s in scores.items()}
+
+
+def nm_masks(scores: Mapping[str, Tensor], n: int, m: int) -> dict[str, Tensor]:
+    """N:M keep-masks: in every group of ``m`` consecutive entries along each row of ``scores.flatten(1)``,
+    keep the ``n`` highest scores (e.g. 2:4, which sparse tensor cores run fast). Sparsity is 1 - n/m."""
+    if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
+        raise ValueError(f"N:M needs integers 0 < N < M (e.g. 2:4), got {n}:{m}.")
+    out = {}
+    for name, s in scores.items():
+        rows = s.flatten(1)
+        if rows.shape[1] % m:
+            raise ValueError(f"Layer {name!r} has {rows.shape[1]} inputs per unit, not divisible by M={m}; "
+                             f"choose an M that divides it or leave this layer out (layers=...).")
+        groups = rows.reshape(rows.shape[0], -1, m)
+        keep = torch.zeros_like(groups, dtype=torch.bool)
+        keep.scatter_(2, groups.topk(n, dim=2).indices, True)
+        out[name] = keep.reshape(s.shape)
+    return out
+
+
+def following_batchnorm(model: nn.Module) -> dict[str, str]:
+    """``{conv_name: bn_name}`` for every Conv2d whose output goes straight (and only) into a BatchNorm2d."""
+    from torch import fx
+
+    graph = fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    pairs = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
+            (user,) = node.users
+            if user.op == "call_module" and isinstance(modules.get(user.target), nn.BatchNorm2d):
+                pairs[node.target] = user.target
+    return pairs
+
+
+def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Expand per-unit keep-masks ``{layer: [units]}`` to parameter masks: the layer's weight rows/filters, its
+    bias, and the weight and bias of a BatchNorm that follows it (so a removed unit outputs exactly 0)."""
+    bn_after = following_batchnorm(model) if any(
+        isinstance(m, nn.Conv2d) for m in M.prunable_layers(model).values()) else {}
+    out = {}
+    for name, keep in unit_masks.items():
+        layer = model.get_submodule(name)
+        w_shape = M.original(model, f"{name}.weight").shape
+        out[f"{name}.weight"] = keep.view(-1, *[1] * (len(w_shape) - 1)).expand(w_shape).clone()
+        if layer.bias is not None or hasattr(layer, "bias_orig"):
+            out[f"{name}.bias"] = keep.clone()
+        if name in bn_after:
+            out[f"{bn_after[name]}.weight"] = keep.clone()
+            out[f"{bn_after[name]}.bias"] = keep.clone()
+    return out
+
+
+def quality_masks(model: nn.Module, quality: float | Mapping[str, float],
+                  layers: list[str] | None = None) -> dict[str, Tensor]:
+    """Han et al.'s masks: M = |W| > q · σ(W) per layer, with one q or ``{layer: q}``."""
+    chosen = select_layers(model, list(quality) if isinstance(quality, Mapping) else layers)
+    out = {}
+    for name in chosen:
+        W = M.original(model, f"{name}.weight").detach()
+        q = quality[name] if isinstance(quality, Mapping) else quality
+        out[f"{name}.weight"] = mask_from_threshold(magnitude(W), threshold_from_std(W, q))
+    return out
+
+
+def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularity: Granularity = "weight",
+          criterion: Criterion = "magnitude", scope: Scope = "layer", layers: list[str] | None = None,
+          n: int = 2, m: int = 4, data: ImageSet | None = None, seed: int = 0,
+          keep_pruned: bool = False) -> dict[str, Tensor]:
+    """Mask ``model`` in place and return the parameter masks ``{param_name: bool}``.
+
+    ``sparsity``: the fraction of weights (or units) to remove, in [0, 1), or ``{layer: s}``; ignored for
+    ``"n:m"`` (which removes 1 - n/m). Each call defines all the masks: it replaces earlier ones (never
+    compounds) and lifts earlier masks on parameters it does not prune. With ``keep_pruned`` (iterative and
+    gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink. 
+    ``prunelab.masks.reset(model)`` restores the original weights exactly. Every argument is checked before
+    the model is touched.
+    """
+    _check_choice(granularity, ("weight", "n:m", "neuron", "channel"), "granularity")
+    _check_choice(scope, ("layer", "global"), "scope")
+    if granularity != "n:m":
+        for s in (sparsity.values() if isinstance(sparsity, Mapping) else [sparsity]):
+            check_sparsity(s)
+    if isinstance(sparsity, Mapping) and layers is None:
+        layers = list(sparsity)
+    units = granularity in ("neuron", "channel")
+    chosen = select_layers(model, layers, units=units)
+    wanted = nn.Linear if granularity == "neuron" else nn.Conv2d
+    if units:
+        wrong = [name for name, layer in chosen.items() if not isinstance(layer, wanted)]
+        if wrong and layers is not None:
+            raise ValueError(f"{granularity} pruning applies to {wanted.__name__} layers; {wrong} are not. "
+                             f"Use granularity={'channel' if granularity == 'neuron' else 'neuron'!r} for them.")
+        chosen = {name: layer for name, layer in chosen.items() if isinstance(layer, wanted)}
+        if not chosen:
+            raise ValueError(f"{type(model).__name__} has no {wanted.__name__} layer for {granularity} pruning "
+                             f"(the last layer, whose outputs are the classes, is never pruned by unit).")
+        scores = unit_scores(model, chosen, criterion, data, seed)
+        alive = _alive(model, scores, units=True) if keep_pruned else {}
+        scores = _sink_masked(scores, alive)
+        keep = _keep_pruned(masks_for_sparsity(scores, sparsity, scope), alive)
+        for name, k in keep.items():
+            if not k.any():
+                raise ValueError(f"This would remove every unit of {name!r}; choose a lower sparsity.")
+        param_masks = unit_masks_to_parameters(model, keep)
+    else:
+        if granularity == "n:m" and layers is None:  # by default, skip layers whose rows do not split into M
+            chosen = {name: layer for name, layer in chosen.items() if layer.weight[0].numel() % m == 0}
+        scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed)
+        alive = _alive(model, scores, units=False) if keep_pruned else {}
+        scores = _sink_masked(scores, alive)
+        keep = nm_masks(scores, n, m) if granularity == "n:m" else masks_for_sparsity(scores, sparsity, scope)
+        keep = _keep_pruned(keep, alive)
+        param_masks = {f"{name}.weight": k for name, k in keep.items()}
+    # this call defines the whole masking state: earlier masks it does not set go back to all ones
+    full = {name: torch.ones_like(mask) for name, mask in M.get_masks(model).items()}
+    full.update(param_masks)
+    M.set_masks(model, full)
+    return param_masks
+
+
+def _alive(model: nn.Module, names, *, units: bool) -> dict[str, Tensor]:
+    """What is unmasked now, per layer: entries of W (or units, when ``units``); layers without a mask omitted."""
+    current = M.get_masks(model)
+    return {name: current[f"{name}.weight"].flatten(1).any(1) if units else current[f"{name}.weight"]
+            for name in names if f"{name}.weight" in current}
+
+
+def _sink_masked(scores: dict[str, Tensor], alive: dict[str, Tensor]) -> dict[str, Tensor]:
+    """What is masked now scores -inf, so it goes first."""
+    return {name: s.float().masked_fill(~alive[name].to(s.device), -math.inf) if name in alive else s
+            for name, s in scores.items()}
+
+
+def _keep_pruned(keep: dict[str, Tensor], alive: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Masks only shrink: what is masked now stays masked, even when the new target is lower."""
+    return {name: k & alive[name].to(k.device) if name in alive else k for name, k in keep.items()}
+
+
+def replace_with_identity(model: nn.Module, name: str, *, example: Tensor | None = None) -> nn.Module:
+    """Layer pruning: a copy of ``model`` with the submodule ``name`` (a layer or a residual block) replaced by
+    ``nn.Identity``. Allowed only where the output keeps its shape without it; otherwise ``ValueError`` says why.
+    ``example``: an input batch to check shapes with (default one [1, 1, 28, 28] image)."""
+    try:
+        target = model.get_submodule(name)
+    except AttributeError:
+        close = difflib.get_close_matches(name, [n for n, _ in model.named_modules() if n], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{type(model).__name__} has no submodule {name!r}.{hint}") from None
+    example = torch.zeros(1, 1, 28, 28) if example is None else example
+    shapes = {}
+    hook = target.register_forward_hook(lambda mod, args, out: shapes.update(i=args[0].shape, o=out.shape))
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            model(example)
+            model.train(was_training)
+    finally:
+        hook.remove()
+    if shapes["i"] != shapes["o"]:
+        raise ValueError(f"Cannot replace {name!r} by identity: it maps {list(shapes['i'][1:])} to "
+                         f"{list(shapes['o'][1:])}, so the next layer would get the wrong shape. Only layers "
+                         "and blocks whose input and output shapes match (e.g. a residual block without "
+                         "downsampling, or a square Linear) can be removed whole.")
+    pruned = copy.deepcopy(model)
+    parent_name, _, child = name.rpartition(".")
+    setattr(pruned.get_submodule(parent_name), child, nn.Identity())
+    return pruned
