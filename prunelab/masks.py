@@ -17,6 +17,7 @@ A masked entry stays exactly zero while training: its effective value is ``orig 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 __all__ = ["prunable_layers", "set_masks", "get_masks", "original", "reset", "commit", "masked_parameters",
-           "load_masked_state_dict", "sparsity_of"]
+           "load_masked_state_dict", "sparsity_of", "copy_model"]
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -161,3 +162,14 @@ def load_masked_state_dict(model: nn.Module, state: dict[str, Tensor]) -> nn.Mod
     set_masks(model, masks)
     model.load_state_dict(state)
     return model
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works for a masked model after a forward pass with gradients.
+
+    Such a model's effective ``weight`` is a non-leaf tensor, which deepcopy refuses; it is copied detached
+    (the forward pre-hook recomputes it anyway). Masks, originals and hooks are copied as they are.
+    """
+    memo = {id(t): t.detach().clone() for m in model.modules() for t in vars(m).values()
+            if isinstance(t, Tensor) and not t.is_leaf}
+    return copy.deepcopy(model, memo)

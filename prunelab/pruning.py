@@ -14,7 +14,6 @@ Scores are always computed from the original weights, so pruning again replaces 
 
 from __future__ import annotations
 
-import copy
 import difflib
 import math
 from collections.abc import Mapping
@@ -325,7 +324,7 @@ def replace_with_identity(model: nn.Module, name: str, *, example: Tensor | None
                          f"{list(shapes['o'][1:])}, so the next layer would get the wrong shape. Only layers "
                          "and blocks whose input and output shapes match (e.g. a residual block without "
                          "downsampling, or a square Linear) can be removed whole.")
-    pruned = copy.deepcopy(model)
+    pruned = M.copy_model(model)
     parent_name, _, child = name.rpartition(".")
     setattr(pruned.get_submodule(parent_name), child, nn.Identity())
     return pruned

@@ -138,3 +138,12 @@ def test_bad_masks_are_refused_before_any_is_applied(lenet):
     with pytest.raises(ValueError, match="only 0 and 1"):
         M.set_masks(lenet, {"fc1.weight": good.float() * 0.5})
     assert same(snapshot(lenet), before)
+
+
+def test_a_masked_model_can_be_copied_after_a_forward_pass_with_gradients(lenet):
+    prune(lenet, 0.5)
+    lenet(torch.randn(2, 1, 28, 28)).sum().backward()  # the effective weights are now non-leaf tensors
+    twin = M.copy_model(lenet)
+    assert same(snapshot(twin), snapshot(lenet))
+    M.reset(twin)
+    assert M.masked_parameters(lenet) and not M.masked_parameters(twin)
