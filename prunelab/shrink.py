@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from . import masks
 
-__all__ = ["shrink", "channels_to_keep", "shrinkable_layers"]
+__all__ = ["shrink", "channels_to_keep", "shrinkable_layers", "fold_batchnorm"]
 
 Keep = Mapping[str, "Tensor | Sequence[int]"]
 
@@ -337,3 +337,24 @@ def channels_to_keep(model: nn.Module, threshold: float = 0.0) -> dict[str, Tens
         if zero.any():
             keep[name] = (~zero).nonzero().flatten() if not zero.all() else torch.zeros(1, dtype=torch.int64)
     return keep
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for inference with every Conv2d -> BatchNorm2d pair folded into one Conv2d.
+
+    With s = γ / √(σ² + ε) per channel, BN(conv(x)) = conv'(x) where W' = W · s and b' = (b − μ) · s + β;
+    the BatchNorm becomes ``nn.Identity``. Uses the running statistics, so it matches the model in eval mode.
+    """
+    from .pruning import following_batchnorm
+
+    folded = masks.commit(masks.copy_model(model)).eval()
+    for conv_name, bn_name in following_batchnorm(folded).items():
+        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
+        s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        with torch.no_grad():
+            conv.weight.mul_(s.view(-1, 1, 1, 1))
+            conv.bias = nn.Parameter((b - bn.running_mean) * s + bn.bias.detach())
+        parent, _, child = bn_name.rpartition(".")
+        setattr(folded.get_submodule(parent), child, nn.Identity())
+    return folded

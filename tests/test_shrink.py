@@ -235,3 +235,17 @@ def test_channels_to_keep_skips_layers_tied_by_residual_connections():
     x = torch.randn(2, 1, 28, 28, generator=g)
     with torch.no_grad():
         torch.testing.assert_close(shrink(masked, found)(x), masked(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vgg_small", "resnet18"])
+def test_fold_batchnorm_matches_the_model_in_eval_mode_and_leaves_it_alone(name):
+    from prunelab.shrink import fold_batchnorm
+
+    model = (pl.load_pretrained(name) if name == "vgg_small" else pl.build_model(name)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
