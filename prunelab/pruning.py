@@ -233,7 +233,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     ``sparsity``: the fraction of weights (or units) to remove, in [0, 1), or ``{layer: s}``; ignored for
     ``"n:m"`` (which removes 1 - n/m). Each call defines all the masks: it replaces earlier ones (never
     compounds) and lifts earlier masks on parameters it does not prune. With ``keep_pruned`` (iterative and
-    gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink. 
+    gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink.
     ``prunelab.masks.reset(model)`` restores the original weights exactly. Every argument is checked before
     the model is touched.
     """

@@ -28,7 +28,6 @@ def test_iterative_sparsities_remove_the_same_fraction_of_what_is_left():
 
 def test_iterative_pruning_masks_only_shrink_and_fine_tuning_recovers(train_set, test_set):
     model = pl.load_pretrained("lenet300")
-    seen = []
     history = iterative_pruning(model, train_set.subset(6000), test_set, [0.7, 0.9], epochs_per_round=[1, 2],
                                 lr=0.01, scope="global")
     masks = M.get_masks(model)
