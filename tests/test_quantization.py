@@ -1,0 +1,191 @@
+"""Quantization against known answers: S and Z by hand, errors within S/2, exact zeros, k-bit files that
+really shrink and load back exactly the fake-quantized weights."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import prunelab as pl
+from prunelab import quantization as Q
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return pl.load_pretrained("lenet300")
+
+
+# ------------------------------------------------------------------------------------------------ the formulas
+
+def test_affine_params_on_a_hand_example():
+    # r in [-1, 3], 2 bits: q in [0, 3], S = 4 / 3, Z = round(0 - (-1) / (4/3)) = round(0.75) = 1
+    S, Z = Q.affine_params(-1.0, 3.0, 2)
+    assert S.item() == pytest.approx(4 / 3) and Z.item() == 1
+    r = torch.tensor([-1.0, 0.0, 0.6, 1.4, 3.0])
+    q = Q.quantize(r, S, Z, 0, 3)
+    assert q.tolist() == [0, 1, 1, 2, 3] and q.dtype == torch.int32
+    assert torch.allclose(Q.dequantize(q, S, Z), torch.tensor([-4 / 3, 0, 0, 4 / 3, 8 / 3]))
+
+
+def test_symmetric_params_on_a_hand_example():
+    S, Z = Q.symmetric_params(2.0, 3)              # q in [-3, 3], S = 2 / 3
+    assert Q.qrange(3, "symmetric") == (-3, 3) and S.item() == pytest.approx(2 / 3) and Z.item() == 0
+    q = Q.quantize(torch.tensor([-2.0, -0.3, 0.0, 0.4, 5.0]), S, Z, -3, 3)
+    assert q.tolist() == [-3, 0, 0, 1, 3]
+    assert Q.qrange(8, "symmetric") == (-127, 127) and Q.qrange(8, "affine") == (0, 255)
+
+
+@pytest.mark.parametrize("r_min, r_max", [(-1.0, 3.0), (0.3, 2.0), (-5.0, -0.1), (-0.77, 0.123)])
+@pytest.mark.parametrize("bits", [1, 2, 3, 8])
+def test_zero_is_exactly_representable_in_affine(r_min, r_max, bits):
+    S, Z = Q.affine_params(r_min, r_max, bits)
+    q = Q.quantize(torch.zeros(3), S, Z, *Q.qrange(bits, "affine"))
+    assert torch.equal(Q.dequantize(q, S, Z), torch.zeros(3))
+
+
+@pytest.mark.parametrize("scheme", ["affine", "symmetric"])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_round_trip_error_is_at_most_half_a_step_inside_the_range(scheme, bits):
+    r = torch.randn(1000, generator=torch.Generator().manual_seed(bits)) * 3 + 1
+    qt = Q.quantize_tensor(r, bits, scheme=scheme)
+    assert (r - qt.dequantize()).abs().max() <= qt.S / 2 * (1 + 1e-5)
+
+
+def test_binary_one_bit_symmetric_is_sign_quantization():
+    W = torch.tensor([[-2.0, -0.1, 0.3, 4.0]])
+    qt = Q.quantize_tensor(W, 1, scheme="symmetric")
+    assert qt.q.tolist() == [[-1, -1, 1, 1]] and qt.S.item() == 2.0       # S = absmax / 2
+    with pytest.raises(ValueError, match="no zero level"):
+        Q.quantize_tensor(torch.tensor([0.0, 1.0]), 1, scheme="symmetric")
+
+
+def test_per_channel_beats_per_tensor_when_rows_have_very_different_scales():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 64, generator=g) * torch.tensor([[100.0], [1.0], [0.01], [0.001]])
+    for scheme in ("affine", "symmetric"):
+        per_tensor = Q.quantization_error(W, 4, scheme=scheme, per_channel=False)
+        per_channel = Q.quantization_error(W, 4, scheme=scheme, per_channel=True)
+        assert per_channel["mse"] < per_tensor["mse"] and per_channel["sqnr_db"] > per_tensor["sqnr_db"]
+        qt = Q.quantize_tensor(W, 4, scheme=scheme, per_channel=True)
+        assert qt.S.shape == (4, 1)
+    # the small rows are wiped out per tensor, kept per channel
+    assert torch.equal(Q.fake_quantize(W, 4, per_channel=False)[3], torch.zeros(64))
+    assert Q.fake_quantize(W, 4, per_channel=True)[3].count_nonzero() > 0
+
+
+def test_quantization_error_known_answer():
+    W = torch.tensor([1.0, -1.0, 0.5])                 # 2-bit symmetric: S = 1, q = [1, -1, 0] (0.5 rounds to 0)
+    err = Q.quantization_error(W, 2, scheme="symmetric")
+    assert err["mse"] == pytest.approx(0.25 / 3) and err["max_abs_error"] == pytest.approx(0.5)
+    assert err["sqnr_db"] == pytest.approx(10 * math.log10(2.25 / 0.25))
+
+
+@pytest.mark.parametrize("bits", [0, 9, -1, 2.0, True, "4"])
+def test_bits_outside_1_to_8_are_refused_and_the_model_untouched(bits, lenet):
+    before = snapshot(lenet)
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        Q.fake_quantize_model(lenet, bits)
+    with pytest.raises(ValueError, match="from 1 to 8"):
+        Q.quantized_file_bytes(lenet, bits)
+    assert same(before, snapshot(lenet))
+
+
+def test_unknown_scheme_and_layer_are_refused(lenet):
+    with pytest.raises(ValueError, match="scheme"):
+        Q.fake_quantize_model(lenet, 4, scheme="asymmetric")
+    with pytest.raises(ValueError, match="fc2"):
+        Q.fake_quantize_model(lenet, 4, layers=["fc22"])
+
+
+# ------------------------------------------------------------------------------------------------ bit packing
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("n", [1, 7, 13, 1001])
+def test_pack_unpack_round_trip_with_odd_lengths(bits, n):
+    q = torch.randint(0, 2 ** bits, (n,), generator=torch.Generator().manual_seed(n * 10 + bits))
+    packed = Q.pack_bits(q, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(n * bits / 8)
+    assert torch.equal(Q.unpack_bits(packed, bits, n).long(), q)
+
+
+def test_pack_bits_known_bytes_and_bad_codes():
+    assert Q.pack_bits(torch.tensor([1, 2, 3, 0]), 2).tolist() == [0b01101100]
+    assert Q.pack_bits(torch.tensor([5, 3, 7]), 3).tolist() == [0b10101111, 0b10000000]   # 101 011 111 0...
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        Q.pack_bits(torch.tensor([4]), 2)
+    with pytest.raises(TypeError):
+        Q.pack_bits(torch.tensor([0.5]), 2)
+
+
+# ------------------------------------------------------------------------------------------------ models and files
+
+def test_fake_quantized_lenet_at_8_bits_keeps_accuracy_and_pruned_zeros(lenet, test_set):
+    base = pl.evaluate(lenet, test_set).accuracy
+    before = snapshot(lenet)
+    for scheme in ("affine", "symmetric"):
+        assert pl.evaluate(Q.fake_quantize_model(lenet, 8, scheme=scheme), test_set).accuracy > base - 0.005
+    pruned = pl.masks.copy_model(lenet)
+    pl.prune(pruned, 0.9)
+    pruned_before = snapshot(pruned)
+    for scheme in ("affine", "symmetric"):
+        for bits in (8, 4, 1) if scheme == "affine" else (8, 2):
+            fq = Q.fake_quantize_model(pruned, bits, scheme=scheme, per_channel=True)
+            for name in ("fc1", "fc2", "fc3"):
+                W0, W1 = Q.effective_weight(pruned.get_submodule(name)), fq.get_submodule(name).weight
+                assert torch.equal(W1[W0 == 0], torch.zeros(int((W0 == 0).sum())))
+            assert pl.metrics.global_sparsity(fq) >= 0.9
+    assert same(before, snapshot(lenet)) and same(pruned_before, snapshot(pruned))
+
+
+def test_quantized_file_round_trip_is_exact_and_torch_loadable(lenet, tmp_path):
+    pruned = pl.masks.copy_model(lenet)
+    pl.prune(pruned, 0.5)
+    for bits, scheme, per_channel in [(8, "affine", True), (3, "symmetric", False), (1, "affine", True)]:
+        path = Q.save_quantized(pruned, tmp_path / "q.pt", bits, scheme=scheme, per_channel=per_channel)
+        payload = torch.load(path, weights_only=True)
+        assert payload["quantized"]["fc1.weight"]["codes"].dtype == torch.uint8
+        loaded = Q.load_quantized(path, pl.build_model("lenet300"))
+        expected = pl.metrics.effective_state_dict(
+            Q.fake_quantize_model(pruned, bits, scheme=scheme, per_channel=per_channel))
+        assert same(snapshot(loaded), expected)
+
+
+def test_load_refuses_a_masked_model_or_a_foreign_file(lenet, tmp_path):
+    path = Q.save_quantized(lenet, tmp_path / "q.pt", 4)
+    masked = pl.build_model("lenet300")
+    pl.prune(masked, 0.5)
+    with pytest.raises(ValueError, match="unmasked"):
+        Q.load_quantized(path, masked)
+    torch.save(lenet.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="save_quantized"):
+        Q.load_quantized(tmp_path / "plain.pt", pl.build_model("lenet300"))
+
+
+def test_files_shrink_with_bits_and_4_bits_is_about_an_eighth_of_float32(lenet):
+    dense = pl.metrics.file_bytes(lenet)
+    sizes = {bits: Q.quantized_file_bytes(lenet, bits) for bits in range(1, 9)}
+    assert all(sizes[b] < sizes[b + 1] for b in range(1, 8)) and sizes[8] < dense
+    n_weights = sum(layer.weight.numel() for layer in pl.masks.prunable_layers(lenet).values())
+    assert sizes[4] - n_weights // 2 < 10_000                       # codes + S, Z, biases and pickle overhead
+    assert dense / 8 < sizes[4] < dense / 7
+
+
+def test_quantization_report_covers_every_layer_and_improves_with_bits(lenet):
+    r4, r8 = Q.quantization_report(lenet, 4), Q.quantization_report(lenet, 8)
+    assert list(r4) == ["fc1", "fc2", "fc3"]
+    assert all(r8[n]["sqnr_db"] > r4[n]["sqnr_db"] + 20 for n in r4)   # ≈ 6 dB per bit
+
+
+def test_conv_per_channel_has_one_scale_per_filter():
+    conv = nn.Conv2d(2, 3, 3)
+    qt = Q.quantize_tensor(conv.weight, 4, scheme="affine", per_channel=True)
+    assert qt.S.shape == (3, 1, 1, 1) and qt.Z.shape == (3, 1, 1, 1)
