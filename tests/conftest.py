@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 import prunelab as pl
 
@@ -51,3 +52,14 @@ def data_copy(tmp_path):
     for f in [*src.glob("*.gz"), src / "SHA256SUMS"]:
         shutil.copy(f, raw / f.name)
     return tmp_path
+
+
+def snapshot(model):
+    """Copies of every tensor of the model's state dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b, *, ordered=False):
+    """Two state-dict snapshots hold the same keys (in the same order, if ``ordered``) and bit-identical tensors."""
+    keys_match = list(a) == list(b) if ordered else a.keys() == b.keys()
+    return keys_match and all(torch.equal(a[k], b[k]) for k in a)

@@ -9,16 +9,11 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import prunelab as pl
+from conftest import snapshot, same
 from prunelab import masks as M
 from prunelab.pruning import prune
 
 
-def snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same(a, b):
-    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ def test_sparsity_zero_and_reset_restore_bit_identical_weights_and_accuracy(lene
     assert all(torch.equal(lenet.get_submodule(n).weight, before[f"{n}.weight"]) for n in ("fc1", "fc2", "fc3"))
     assert pl.evaluate(lenet, test_set).correct == accuracy
     M.reset(lenet)
-    assert same(snapshot(lenet), before) and not M.masked_parameters(lenet)
+    assert same(snapshot(lenet), before, ordered=True) and not M.masked_parameters(lenet)
 
 
 def test_many_random_moves_then_reset_give_back_the_exact_model():
@@ -58,10 +53,10 @@ def test_many_random_moves_then_reset_give_back_the_exact_model():
                   granularity=rng.choice(["weight", "channel", "n:m"]), scope=rng.choice(["layer", "global"]))
         except ValueError:  # e.g. global channel pruning that would empty a layer: refused, nothing changed
             refused += 1
-            assert same(M.get_masks(model), masks)
+            assert same(M.get_masks(model), masks, ordered=True)
     assert refused < 25
     M.reset(model)
-    assert same(snapshot(model), before)
+    assert same(snapshot(model), before, ordered=True)
 
 
 def test_masked_weights_stay_zero_through_fine_tuning_with_momentum_and_decay(lenet, train_set):
@@ -85,7 +80,7 @@ def test_state_dict_uses_torch_names_and_round_trips_exactly(lenet):
     torch.save(state, buffer)
     buffer.seek(0)
     loaded = M.load_masked_state_dict(pl.build_model("lenet300"), torch.load(buffer, weights_only=True))
-    assert same(snapshot(loaded), snapshot(lenet))
+    assert same(snapshot(loaded), snapshot(lenet), ordered=True)
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(loaded(x), lenet(x))
 
@@ -137,13 +132,13 @@ def test_bad_masks_are_refused_before_any_is_applied(lenet):
         M.set_masks(lenet, {"fc9.weight": good})
     with pytest.raises(ValueError, match="only 0 and 1"):
         M.set_masks(lenet, {"fc1.weight": good.float() * 0.5})
-    assert same(snapshot(lenet), before)
+    assert same(snapshot(lenet), before, ordered=True)
 
 
 def test_a_masked_model_can_be_copied_after_a_forward_pass_with_gradients(lenet):
     prune(lenet, 0.5)
     lenet(torch.randn(2, 1, 28, 28)).sum().backward()  # the effective weights are now non-leaf tensors
     twin = M.copy_model(lenet)
-    assert same(snapshot(twin), snapshot(lenet))
+    assert same(snapshot(twin), snapshot(lenet), ordered=True)
     M.reset(twin)
     assert M.masked_parameters(lenet) and not M.masked_parameters(twin)

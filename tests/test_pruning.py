@@ -8,14 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunelab as pl
+from conftest import snapshot
 from prunelab import masks as M
 from prunelab.pruning import prune, replace_with_identity
 from prunelab.scores import loss_gradients, magnitude, taylor, unit_norm
 from prunelab.thresholds import mask_from_threshold, threshold_for_sparsity, threshold_from_std
 
-
-def snapshot(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_threshold_formulas_on_a_hand_made_tensor():

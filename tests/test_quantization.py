@@ -8,15 +8,10 @@ import torch
 from torch import nn
 
 import prunelab as pl
+from conftest import snapshot, same
 from prunelab import quantization as Q
 
 
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,10 @@ import pytest
 import torch
 
 import prunelab as pl
+from conftest import snapshot, same
 from prunelab import weight_sharing as WS
 
 
-def snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
