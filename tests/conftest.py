@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import prunelab as pl
+from jupyter_browser import lab_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,13 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", lambda s, a: (check(s, a), real_connect(s, a))[1])
     monkeypatch.setattr(socket.socket, "connect_ex", lambda s, a: (check(s, a), real_connect_ex(s, a))[1])
+
+
+@pytest.fixture(scope="module")
+def jupyter_lab(tmp_path_factory):
+    """Base URL of `jupyter lab notebooks/` (as in the README), on loopback without a token, HOME in a fresh folder."""
+    with lab_server(tmp_path_factory.mktemp("jupyter-home")) as base:
+        yield base
 
 
 @pytest.fixture(scope="session")

@@ -82,3 +82,33 @@ def test_l1_regularisation_makes_more_weights_near_zero(train_set):
         pl.train(model, data, epochs=2, lr=0.05, loss_fn=with_penalty(l1_penalty, model, lam), progress=False)
         small[lam] = float((model.fc1.weight.abs() < 1e-3).float().mean())
     assert small[1e-4] > 2 * small[0.0]
+
+
+def test_inherited_values_are_the_mean_of_kept_neighbours():
+    from prunelab.resets import inherited_values
+
+    W = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    keep = torch.tensor([[True, True, True], [True, False, True], [True, True, False]])
+    got = inherited_values(W, keep)
+    assert got[1, 1] == (2 + 4 + 6 + 8) / 4           # all four neighbours kept
+    assert got[2, 2] == (6 + 8) / 2                     # only two neighbours exist, both kept
+    assert torch.equal(got[keep], W[keep])
+    lonely = inherited_values(torch.tensor([[5.0, 7.0]]), torch.tensor([[False, False]]))
+    assert torch.equal(lonely, torch.zeros(1, 2))
+    assert torch.equal(inherited_values(torch.tensor([1.0, 0.0, 3.0]), torch.tensor([True, False, True])),
+                       torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_inherit_fills_pruned_weights_and_removes_the_masks():
+    from prunelab.resets import inherit, inherited_values
+
+    model = pl.load_pretrained("lenet300")
+    pl.prune(model, 0.7)
+    W, keep = model.fc1.weight_orig.detach().clone(), model.fc1.weight_mask.bool()
+    inherit(model)
+    assert pl.masks.masked_parameters(model) == []
+    assert torch.equal(model.fc1.weight[keep], W[keep])
+    assert torch.equal(model.fc1.weight.detach(), inherited_values(W, keep))
+    assert (model.fc1.weight[~keep] != W[~keep]).any()
+    with pytest.raises(ValueError, match="no masks"):
+        inherit(model)

@@ -1,0 +1,19 @@
+"""Interactive explorers: objects that own their sliders, figure and state. Show one by leaving it as the
+last expression of a cell; drive one from code (or a test) by setting its widgets' ``value``.
+
+- ``ThresholdExplorer``: v_thr / sparsity / quality slider → mask, weight histogram, sparsity, test accuracy.
+- ``GranularityExplorer``: weights vs neurons/channels vs N:M at one sparsity, with the shrunk model's latency.
+- ``SensitivityExplorer``: per-layer accuracy-vs-sparsity curves and a dial per layer, combined result.
+- ``ScheduleExplorer``: one-shot vs iterative vs gradual pruning (precomputed runs).
+- ``QuantizationExplorer``: bit width → levels on the histogram, rounding error, accuracy, bytes on disk.
+"""
+
+from .base import Explorer
+from .granularity import GranularityExplorer
+from .quantization import QuantizationExplorer
+from .schedule import ScheduleExplorer
+from .sensitivity import SensitivityExplorer
+from .threshold import ThresholdExplorer
+
+__all__ = ["Explorer", "GranularityExplorer", "QuantizationExplorer", "ScheduleExplorer", "SensitivityExplorer",
+           "ThresholdExplorer"]

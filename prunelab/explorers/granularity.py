@@ -1,0 +1,463 @@
+"""The granularity explorer: at one sparsity s, prune whole weights, whole units or n of every m weights, and
+see the three side by side: the mask of a chosen layer, the sparsity really reached, the test accuracy, and
+for units the CPU latency of the physically smaller model.
+
+In every pruned layer, with scores from the original weights (as ``prunelab.prune`` computes them):
+
+- **weights**: the k = round(s · n) weights of smallest |w| go (``pruning.masks_for_sparsity``);
+- **units**: the k = round(s · u) units of smallest Σ|w| go: neurons (rows of a Linear's W [out, in]) or
+  channels (filters of a Conv2d's W [C_out, C_in, kH, kW]), with their bias and the γ, β of a following
+  BatchNorm (``pruning.unit_masks_to_parameters``). ``shrink`` then deletes them for real; once the slider
+  rests, ``metrics.measure_latency`` times the smaller model against the dense one on a fixed batch;
+- **N:M**: in every group of m consecutive weights along a row of W.flatten(1), the n of largest |w| stay
+  (``pruning.nm_masks``). N:M is discrete: n = ⌊(1 − s)·m + ½⌋ (the closest to (1 − s)·m, clamped to 1..m;
+  n = m leaves the layer dense), so its sparsity 1 − n/m is near s, not at it. A layer whose rows do not
+  split into groups of m stays dense, as in ``prunelab.prune``.
+
+The same layers are pruned at all three granularities: by default those whose units ``shrink`` can remove
+(every Linear and Conv2d but the classifier, in the kit's models). Each granularity masks its own copy of the
+model (``prunelab.masks.copy_model``): the model you pass is never changed, and ``reset()`` returns every copy
+to the original weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+import matplotlib
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from .. import masks as M
+from ..data import ImageSet
+from ..live_accuracy import LiveAccuracy
+from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
+from ..plots import FigureImage, MaskImage
+from ..pruning import nm_masks, select_layers, unit_masks_to_parameters, unit_scores, weight_scores
+from ..shrink import shrink, shrinkable_layers
+from ..training import model_device
+from .base import Explorer
+from .threshold import RankedScores
+
+__all__ = ["GRANULARITIES", "GranularityExplorer", "ShrinkLatency", "nm_for_sparsity"]
+
+GRANULARITIES = ("weight", "unit", "n:m")
+
+
+def nm_for_sparsity(s: float, m: int) -> int:
+    """The n of N:M closest to keeping (1 − s)·m of every m weights: ⌊(1 − s)·m + ½⌋, clamped to 1..m
+    (n = m: nothing pruned; n = 1 is the sparsest N:M, 1 − 1/m)."""
+    return min(max(math.floor((1 - s) * m + 0.5), 1), m)
+
+
+@dataclass(frozen=True)
+class ShrinkLatency:
+    """The unit-pruned model shrunk for real, against the dense one: ``dense`` and ``small``
+    (``metrics.LatencyResult``, ms per batch), their parameters (scalars) and MACs per image."""
+    dense: LatencyResult
+    small: LatencyResult
+    dense_parameters: int
+    small_parameters: int
+    dense_macs: int
+    small_macs: int
+
+    @property
+    def speedup(self) -> float:
+        """Median dense time / median shrunk time (x)."""
+        return self.dense.median_ms / self.small.median_ms
+
+
+class GranularityExplorer(Explorer):
+    """One sparsity slider, three granularities (weights, neurons/channels, N:M), each on its own model copy.
+
+    - ``test_data``: where accuracy is measured: all of it, every event, when the granularities' passes take
+      ≤ ``exact_budget`` seconds together; otherwise an estimate on ``estimate_images`` images while the slider
+      moves and the exact figures once it rests, each labelled as such.
+    - ``layers``: the layers to prune (default: every layer whose units ``shrink`` can remove).
+    - ``m_options``: the M of N:M to choose from. ``latency_batch`` test images are the fixed batch timed by
+      ``metrics.measure_latency`` with ``latency_repeats`` runs (0: no latency measurement).
+
+    State: ``models`` ({granularity: its masked copy}), ``masks`` ({granularity: {layer: keep-mask shaped
+    like W}}), ``unit_keep`` ({layer: kept units [u]}), ``n`` (N:M's current n), ``accuracy`` and
+    ``accuracy_is_exact`` ({granularity: ...}), ``latency`` (a ``ShrinkLatency``, or None while measuring).
+    """
+
+    max_columns = 256   # the overview shows at most about this many columns of a mask (the panel's width)
+
+    def __init__(self, model: nn.Module, test_data: ImageSet, *, layers: list[str] | None = None,
+                 m_options: tuple[int, ...] = (4, 8), exact_budget: float = 0.03, estimate_images: int = 1000,
+                 latency_batch: int = 256, latency_repeats: int = 20, zoom: tuple[int, int] = (16, 48)):
+        super().__init__()
+        if M.masked_parameters(model):
+            raise ValueError("GranularityExplorer compares granularities starting from a dense model, and this one "
+                             "carries masks. Pass an unmasked model (to start from a pruned one, commit a copy: "
+                             "prunelab.masks.commit(prunelab.masks.copy_model(model))).")
+        if not m_options or not all(isinstance(m, int) and m >= 2 for m in m_options):
+            raise ValueError(f"m_options must be integers M >= 2 for N:M (e.g. (4, 8)), got {m_options!r}.")
+        if not (isinstance(latency_repeats, int) and latency_repeats >= 0):
+            raise ValueError(f"latency_repeats must be an integer >= 0 (0: no latency), got {latency_repeats!r}.")
+        shrinkable = shrinkable_layers(model)
+        self.layers = select_layers(model, shrinkable if layers is None else layers)
+        blocked = [name for name in self.layers if name not in shrinkable]
+        if blocked:
+            raise ValueError(f"shrink cannot remove the units of {blocked} (the classifier, or units tied by a "
+                             f"residual connection); layers whose units it can remove: {', '.join(shrinkable)}.")
+        self.unit_name = {name: "neurons" if isinstance(layer, nn.Linear) else "channels"
+                          for name, layer in self.layers.items()}
+        kinds = sorted(set(self.unit_name.values()), reverse=True)
+        self.unit_label = " / ".join(kinds)                      # "neurons", "channels" or "neurons / channels"
+        self.n_test = len(test_data)
+        self.latency_repeats = latency_repeats
+        self.zoom_shape = zoom
+
+        # scores from the original weights, sorted once (the mask for any s is one scatter)
+        scores = weight_scores(model, self.layers, "magnitude")
+        self._weight_scores = scores
+        self._weight_ranked = {name: RankedScores(s) for name, s in scores.items()}
+        self._unit_ranked = {name: RankedScores(s) for name, s in unit_scores(model, self.layers, "magnitude").items()}
+        self._shapes = {name: tuple(M.original(model, f"{name}.weight").shape) for name in self.layers}
+        self._units = {name: shape[0] for name, shape in self._shapes.items()}
+        self._param_shapes = {name: {p: tuple(mask.shape) for p, mask in unit_masks_to_parameters(
+            model, {name: torch.ones(u, dtype=torch.bool)}).items()} for name, u in self._units.items()}
+        self._nm_cache: dict[tuple[int, int], dict[str, Tensor]] = {}
+        # the largest s (on the slider's 0.01 grid) that keeps at least one unit in every layer
+        self.max_sparsity = max(s / 100 for s in range(100)
+                                if all(round(s / 100 * u) < u for u in self._units.values()))
+
+        # one copy per granularity (masked), and a dense one to time against
+        self.models = {g: M.copy_model(model) for g in GRANULARITIES}
+        self.dense = M.copy_model(model)
+        self.masks = {g: {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()}
+                      for g in GRANULARITIES}
+        self.unit_keep = {name: torch.ones(u, dtype=torch.bool) for name, u in self._units.items()}
+        self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}   # k per layer
+
+        self.exact = {g: LiveAccuracy(self.models[g], test_data) for g in GRANULARITIES}
+        self.baseline = self.exact["weight"].accuracy()      # the copies are alike: one pass gives the baseline
+        if self.exact["weight"].seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
+            self.exact["weight"].accuracy(None)
+        self.exact_while_moving = len(GRANULARITIES) * self.exact["weight"].seconds <= exact_budget
+        subset = None if self.exact_while_moving else test_data.subset(min(estimate_images, len(test_data)), seed=0)
+        self.estimate = {g: LiveAccuracy(self.models[g], subset) for g in GRANULARITIES} if subset is not None else {}
+        self.n_estimate = len(subset) if subset is not None else self.n_test
+        self.accuracy = {g: self.baseline for g in GRANULARITIES}
+        self.accuracy_is_exact = {g: True for g in GRANULARITIES}
+        self._stale: dict[str, list[str] | None] = {}            # granularity -> layers changed since exact
+        self._latency_x = test_data.normalized(model_device(model))[:latency_batch]
+        self._latency_cache: dict[tuple[int, ...], ShrinkLatency] = {}
+        self.latency: ShrinkLatency | None = None
+        self.latency_error: str | None = None
+
+        style = {"description_width": "initial"}
+        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=self.max_sparsity, step=0.01, description="s",
+                                          readout_format=".2f", continuous_update=True,
+                                          layout=widgets.Layout(width="420px"), style=style)
+        self.m = widgets.ToggleButtons(options=[(f"m = {m}", m) for m in m_options], description="N:M with",
+                                       style=style)
+        self.n = self.m.value
+        self._nm_state = (self.m.value, self.n)
+        self.layer = widgets.Dropdown(options=list(self.layers), description="mask of", style=style)
+        self.zoom = widgets.Checkbox(value=False, description=f"zoom: first {zoom[0]} × {zoom[1]} weights",
+                                     indent=False)
+        self.reset_button = widgets.Button(description="reset", icon="undo",
+                                           tooltip="every copy back to the original weights, bit for bit")
+        self.readout = widgets.HTML()
+        self.image = widgets.Image(format="png")
+
+        self._quiet = False
+        self._build_figure()
+        self.slider.observe(self.handler(self._on_slider), names="value")
+        self.m.observe(self.handler(self._on_m), names="value")
+        self.layer.observe(self.handler(self._on_view), names="value")
+        self.zoom.observe(self.handler(self._on_view), names="value")
+        self.reset_button.on_click(self.handler(lambda _: self.reset()))
+        self.view = widgets.VBox([
+            widgets.HBox([self.slider, self.m, self.reset_button]),
+            widgets.HBox([self.layer, self.zoom]),
+            self.error_box, self.image, self.readout])
+        self.update({})
+
+    # ------------------------------------------------------------------ masks
+    def nm_masks(self, m: int, n: int) -> dict[str, Tensor]:
+        """N:M keep-masks of every pruned layer (all ones for n = m, or where rows do not split into m)."""
+        if (m, n) not in self._nm_cache:
+            out = {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()}
+            if n < m:
+                out.update(nm_masks({name: s for name, s in self._weight_scores.items()
+                                     if self._row_length(name) % m == 0}, n, m))
+            self._nm_cache[(m, n)] = {name: k.cpu() for name, k in out.items()}
+        return self._nm_cache[(m, n)]
+
+    def _row_length(self, name: str) -> int:
+        return math.prod(self._shapes[name][1:])
+
+    def nm_dense_layers(self, m: int | None = None) -> list[str]:
+        """Pruned layers that N:M leaves dense: their rows of W.flatten(1) do not split into groups of m."""
+        m = self.m.value if m is None else m
+        return [name for name in self.layers if self._row_length(name) % m]
+
+    def unit_parameter_masks(self, keep: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-unit keep vectors {layer: [u]} as parameter masks (weight rows/filters, bias, BatchNorm γ, β)."""
+        out = {}
+        for name, k in keep.items():
+            for p, shape in self._param_shapes[name].items():
+                out[p] = k.view(-1, *[1] * (len(shape) - 1)).expand(shape).clone()
+        return out
+
+    def _apply(self, s: float, m: int) -> dict[str, list[str]]:
+        """Masks for sparsity s (and N:M with this m) on the three copies; returns {granularity: changed layers}.
+
+        A weight or unit mask changes only when its count k = round(s · n) does, and N:M only with (m, n):
+        only those masks are recomputed and set."""
+        k = {"weight": {name: round(s * r.n) for name, r in self._weight_ranked.items()},
+             "unit": {name: round(s * r.n) for name, r in self._unit_ranked.items()}}
+        n = nm_for_sparsity(s, m)
+        changed = {g: [name for name in self.layers if k[g][name] != self.removed[g][name]] for g in k}
+        nm = self.nm_masks(m, n)
+        changed["n:m"] = ([] if (m, n) == self._nm_state else
+                          [name for name in self.layers if not torch.equal(nm[name], self.masks["n:m"][name])])
+        weight = {name: self._weight_ranked[name].mask_for_sparsity(s) for name in changed["weight"]}
+        units = {name: self._unit_ranked[name].mask_for_sparsity(s) for name in changed["unit"]}
+        if weight:
+            M.set_masks(self.models["weight"], {f"{name}.weight": keep for name, keep in weight.items()})
+        if units:
+            M.set_masks(self.models["unit"], self.unit_parameter_masks(units))
+        if changed["n:m"]:
+            M.set_masks(self.models["n:m"], {f"{name}.weight": nm[name] for name in changed["n:m"]})
+        self.masks["weight"].update(weight)
+        self.unit_keep.update(units)
+        self.masks["unit"].update({name: keep.view(-1, *[1] * (len(self._shapes[name]) - 1)).expand(self._shapes[name])
+                                   for name, keep in units.items()})
+        self.masks["n:m"].update({name: nm[name] for name in changed["n:m"]})
+        for g in k:
+            self.removed[g].update({name: k[g][name] for name in changed[g]})
+        self._nm_state, self.n = (m, n), n
+        return {g: names for g, names in changed.items() if names}
+
+    def kept(self, granularity: str, layer: str) -> int:
+        """Weights of ``layer`` kept at ``granularity`` (from the counts, no pass over the mask)."""
+        numel = math.prod(self._shapes[layer])
+        if granularity == "weight":
+            return numel - self.removed["weight"][layer]
+        if granularity == "unit":
+            return (self._units[layer] - self.removed["unit"][layer]) * self._row_length(layer)
+        m, n = self._nm_state
+        return numel if layer in self.nm_dense_layers(m) else numel // m * n
+
+    def sparsity(self, granularity: str, layer: str | None = None) -> float:
+        """Fraction of pruned weights at ``granularity``, in ``layer`` or over all pruned layers."""
+        names = list(self.layers) if layer is None else [layer]
+        return 1 - sum(self.kept(granularity, n) for n in names) / sum(math.prod(self._shapes[n]) for n in names)
+
+    # ------------------------------------------------------------------ events
+    def _on_slider(self, change) -> None:
+        if self._quiet:
+            return
+        self.update(self._apply(change["new"], self.m.value))
+
+    def _on_m(self, change) -> None:
+        self.update(self._apply(self.slider.value, change["new"]))
+        self._rebuild_panels()                     # the N:M panel's layout notes depend on m
+        self._redraw()
+
+    def _on_view(self, change) -> None:
+        self._rebuild_panels()
+        self._redraw()
+
+    def update(self, changed: dict[str, list[str] | None]) -> None:
+        """After the masks of ``changed`` ({granularity: layers}, None: anything) moved: accuracy (exact, or an
+        estimate now and the exact figure later), latency of the shrunk model (later), figure and readout."""
+        slow = False
+        for g, names in changed.items():
+            if self.exact_while_moving:
+                self.accuracy[g], self.accuracy_is_exact[g] = self.exact[g].accuracy(names), True
+            else:
+                pending = self._stale.get(g, [])
+                self._stale[g] = None if names is None or pending is None else sorted({*pending, *names})
+                self.accuracy[g], self.accuracy_is_exact[g] = self.estimate[g].accuracy(names), False
+                slow = True
+        if self.latency_repeats and ("unit" in changed or self.latency is None) and self.units_removed():
+            self.latency = self._latency_cache.get(self._unit_key())
+            self.latency_error = None
+            slow = slow or self.latency is None
+        if slow:
+            self.later(self._settle_exact)
+        self._redraw()
+
+    def units_removed(self) -> int:
+        """How many units the unit granularity removes now, over all pruned layers."""
+        return sum(self.removed["unit"].values())
+
+    def _unit_key(self) -> tuple[int, ...]:
+        return tuple(self.removed["unit"].values())
+
+    def _settle_exact(self) -> None:
+        """Exact accuracy of the granularities shown as estimates; latency of the shrunk model if not known."""
+        stale, self._stale = self._stale, {}
+        for g, names in stale.items():
+            self.accuracy[g], self.accuracy_is_exact[g] = self.exact[g].accuracy(names), True
+        self._redraw_readout()
+        if self.latency_repeats and self.latency is None and self.units_removed():
+            try:
+                self.latency = self.measure_shrunk()
+            except Exception as exc:
+                self.latency_error = f"{type(exc).__name__}: {exc}"
+                self._redraw_readout()
+                raise
+            self._latency_cache[self._unit_key()] = self.latency
+            self._redraw_readout()
+
+    def shrunk_model(self) -> nn.Module:
+        """The unit-pruned copy with its removed units deleted for real (``shrink``): a new, smaller model."""
+        keep = {name: k.nonzero().flatten() for name, k in self.unit_keep.items() if not k.all()}
+        return shrink(self.models["unit"], keep)
+
+    def measure_shrunk(self) -> ShrinkLatency:
+        """Shrink the unit-pruned copy; time it and the dense model (``measure_latency``, same fixed batch)."""
+        small = self.shrunk_model()
+        dense = measure_latency(self.dense, self._latency_x, repeats=self.latency_repeats)
+        fast = measure_latency(small, self._latency_x, repeats=self.latency_repeats)
+        return ShrinkLatency(dense, fast, parameter_counts(self.dense).total, parameter_counts(small).total,
+                             count_macs(self.dense).dense, count_macs(small).dense)
+
+    # ------------------------------------------------------------------ drawing
+    def _build_figure(self) -> None:
+        with matplotlib.rc_context({"font.size": 8}):
+            self.fig = Figure(figsize=(10.5, 3.0), dpi=80, layout="constrained")
+            axes = self.fig.subplots(1, 3)
+        self.axes = dict(zip(GRANULARITIES, axes))
+        self.mask_images: dict[str, MaskImage] = {}
+        self.titles: dict[str, matplotlib.text.Text] = {}
+        self.renderer = FigureImage(self.fig)
+        self._rebuild_panels()
+
+    def column_stride(self, layer: str | None = None) -> int:
+        """Every how many columns of W.flatten(1) the overview shows: about as many columns as the panel has
+        pixels (the rest would be dropped by the drawing anyway; drawing fewer is 3-4x faster for fc1)."""
+        return 1 if self.zoom.value else -(-self._row_length(layer or self.layer.value) // self.max_columns)
+
+    def _view(self, mask: Tensor) -> Tensor:
+        """The part of a keep-mask shown: W.flatten(1) (every ``column_stride``-th column), or its top-left
+        corner, every weight, when zoomed."""
+        rows = mask.flatten(1)
+        if self.zoom.value:
+            return rows[:self.zoom_shape[0], :self.zoom_shape[1]]
+        return rows[:, ::self.column_stride()]
+
+    def _rebuild_panels(self) -> None:
+        name = self.layer.value
+        shape = " × ".join(map(str, (self._shapes[name][0], self._row_length(name))))
+        with matplotlib.rc_context({"font.size": 8}):
+            for i, (g, ax) in enumerate(self.axes.items()):
+                ax.clear()
+                view = self._view(self.masks[g][name])
+                self.mask_images[g] = MaskImage(ax, view)
+                if self.column_stride() > 1:            # x in columns of W, though every stride-th is drawn
+                    self.mask_images[g].image.set_extent(
+                        (-0.5, view.shape[1] * self.column_stride() - 0.5, view.shape[0] - 0.5, -0.5))
+                self.titles[g] = ax.set_title(" ", fontsize=9)
+                if g == "n:m" and self.zoom.value and name not in self.nm_dense_layers():
+                    for x in range(self.m.value, min(self._row_length(name), self.zoom_shape[1]), self.m.value):
+                        ax.axvline(x - 0.5, color="tab:orange", lw=0.8)     # the groups of m weights
+                if i:
+                    ax.set_ylabel("")
+            stride = self.column_stride()
+            part = " (corner)" if self.zoom.value else f" (every {stride}th column)" if stride > 1 else ""
+            self.fig.suptitle(f"keep-masks of {name} [{shape}]{part}: black = kept, white = pruned", fontsize=9)
+        self.renderer.animated = [artist for g in GRANULARITIES
+                                  for artist in (self.mask_images[g].image, self.titles[g])]
+        self.renderer.capture_background()
+
+    def _titles(self) -> dict[str, str]:
+        name, m = self.layer.value, self.m.value
+        k = self.removed["unit"][name]
+        nm = (f"N:M = {self.n}:{m}: {self.sparsity('n:m', name):.1%} pruned" if name not in self.nm_dense_layers()
+              else f"N:M, m = {m}: {name} left dense")
+        return {"weight": f"weights: {self.sparsity('weight', name):.1%} pruned",
+                "unit": f"{self.unit_name[name]}: {k} of {self._units[name]} removed",
+                "n:m": nm}
+
+    def _redraw(self) -> None:
+        name = self.layer.value
+        for g, text in self._titles().items():
+            self.mask_images[g].update(self._view(self.masks[g][name]))
+            self.titles[g].set_text(text)
+        self.image.value = self.renderer.png()
+        self._redraw_readout()
+
+    def _redraw_readout(self) -> None:
+        s, m, n = self.slider.value, self.m.value, self.n
+        removed = ", ".join(f"{name} {k}/{self._units[name]}" for name, k in self.removed["unit"].items())
+        dense = self.nm_dense_layers()
+        nm_layers = [name for name in self.layers if name not in dense]
+        nm_what = (f"n = ⌊(1 − s)·m + ½⌋ = {n}: keep {n} of every {m} weights" if n < m
+                   else f"n = m = {m}: nothing pruned")
+        if dense:
+            nm_what += f"; dense: {', '.join(dense)} (rows not a multiple of {m})"
+        if not nm_layers:
+            nm_what += " — no layer splits into groups of m"
+        what = {"weight": "k = round(s·n) smallest |w| of each layer",
+                "unit": f"{self.unit_label} of smallest Σ|w| removed: {removed}",
+                "n:m": nm_what}
+        label = {"weight": "weights", "unit": self.unit_label, "n:m": f"N:M = {n}:{m}"}
+        rows = []
+        for g in GRANULARITIES:
+            acc, exact = self.accuracy[g], self.accuracy_is_exact[g]
+            mark = "" if exact else "<sup>≈</sup>"
+            rows.append(f"<tr><td><b>{html.escape(label[g])}</b></td><td>{html.escape(what[g])}</td>"
+                        f"<td>{self.sparsity(g):.1%}</td>"
+                        f"<td class='prunelab-accuracy'><b>{acc:.2%}</b>{mark} ({100 * (acc - self.baseline):+.2f})</td>"
+                        f"<td>{self._latency_text(g)}</td></tr>")
+        if all(self.accuracy_is_exact.values()):
+            where = f"on all {self.n_test:,} test images"
+        else:
+            where = (f"≈: estimate on {self.n_estimate:,} test images; "
+                     "the exact figure follows when the slider rests")
+        others = [name for name in M.prunable_layers(self.dense) if name not in self.layers]
+        self.readout.value = (
+            "<table style='font-family:monospace;font-size:12px'>"
+            f"<tr><th align=left>granularity</th><th align=left>what goes at s = {s:.2f}</th>"
+            "<th align=left>sparsity reached</th><th align=left>test accuracy (Δ points)</th>"
+            f"<th align=left>CPU latency, batch of {len(self._latency_x)}</th></tr>" + "".join(rows) + "</table>"
+            f"<div>accuracy {where}; dense baseline {self.baseline:.2%}. Sparsity over the pruned layers "
+            f"({', '.join(self.layers)}){'; left dense: ' + ', '.join(others) if others else ''}.</div>"
+            "<div>Each granularity prunes its own copy of the model (prunelab.masks.copy_model): "
+            "the model you passed is never changed.</div>")
+
+    def _latency_text(self, g: str) -> str:
+        if g != "unit":
+            return "not measured: masked, the matrices stay dense"
+        if not self.latency_repeats:
+            return "not measured (latency_repeats=0)"
+        if not self.units_removed():
+            return "no unit removed: nothing to shrink"
+        if self.latency_error:
+            return f"<span style='color:#b00020'>failed: {html.escape(self.latency_error)}</span>"
+        if self.latency is None:
+            return "<i>measuring…</i>"
+        r = self.latency
+        return (f"dense {r.dense.median_ms:.2f} ms → shrunk {r.small.median_ms:.2f} ms "
+                f"(×{r.speedup:.2f}, median of {r.small.repeats}); parameters {r.dense_parameters:,} → "
+                f"{r.small_parameters:,}, MACs/image {r.dense_macs:,} → {r.small_macs:,}")
+
+    # ------------------------------------------------------------------ reset
+    def reset(self) -> None:
+        """Every copy back to the original weights (masks removed, bit for bit); the slider back to s = 0."""
+        for model in self.models.values():
+            M.reset(model)
+        self.masks = {g: {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()}
+                      for g in GRANULARITIES}
+        self.unit_keep = {name: torch.ones(u, dtype=torch.bool) for name, u in self._units.items()}
+        self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}
+        self.n = self.m.value
+        self._nm_state = (self.m.value, self.n)
+        self._quiet = True
+        try:
+            self.slider.value = 0.0
+        finally:
+            self._quiet = False
+        self.update({g: None for g in GRANULARITIES})

@@ -1,0 +1,365 @@
+"""The threshold explorer: move v_thr (or the target sparsity) and see the mask M = s(W) > v_thr, the weight
+histogram, the sparsity and the test accuracy on all 10,000 test images change at once.
+
+Three rules give v_thr (``rule``):
+
+- ``"sparsity"``: adaptive, v_thr is the k-th smallest score, k = round(s · n) (exactly k weights go);
+- ``"threshold"``: fixed, v_thr is the slider value itself, in the criterion's units;
+- ``"quality"``: Han et al.'s v_thr = q · σ(W), per layer (magnitude only).
+
+Scope: ``"layer"`` (the slider sets the shown layer; each layer keeps its own setting) or ``"global"`` (one
+v_thr over all layers' scores together). Scores come from the original weights; each criterion's scores are
+sorted once, so the mask for any sparsity is a single scatter. Masks are set with ``prunelab.masks``: the
+model's weights are never changed, and ``reset()`` gives them back bit for bit.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Literal
+
+import ipywidgets as widgets
+import matplotlib
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from .. import masks as M
+from ..data import ImageSet
+from ..live_accuracy import LiveAccuracy
+from ..plots import FigureImage, MaskImage, WeightHistogram
+from ..pruning import select_layers, weight_scores
+from ..thresholds import threshold_from_std
+from .base import Explorer
+
+__all__ = ["RankedScores", "ThresholdExplorer"]
+
+Rule = Literal["sparsity", "threshold", "quality"]
+
+
+class RankedScores:
+    """Scores sorted once (stable), so that for any s the mask removing the k = round(s · n) lowest is one
+    scatter: the same mask as ``thresholds.mask_for_sparsity`` (ties broken by position)."""
+
+    def __init__(self, scores: Tensor):
+        self.shape = scores.shape
+        self.sorted, self.order = torch.sort(scores.detach().flatten().float().cpu(), stable=True)
+        self.n = self.sorted.numel()
+
+    def mask_for_sparsity(self, s: float) -> Tensor:
+        keep = torch.ones(self.n, dtype=torch.bool)
+        keep[self.order[:round(s * self.n)]] = False
+        return keep.view(self.shape)
+
+    def threshold_for_sparsity(self, s: float) -> float:
+        k = round(s * self.n)
+        return float(self.sorted[k - 1]) if k > 0 else -math.inf
+
+    def sparsity_for_threshold(self, v_thr: float) -> float:
+        """Fraction of scores ≤ v_thr, i.e. removed by M = scores > v_thr."""
+        return int(torch.searchsorted(self.sorted, v_thr, right=True)) / self.n
+
+    def mask_for_threshold(self, v_thr: float) -> Tensor:
+        keep = torch.ones(self.n, dtype=torch.bool)
+        keep[self.order[:int(torch.searchsorted(self.sorted, v_thr, right=True))]] = False
+        return keep.view(self.shape)
+
+
+class ThresholdExplorer(Explorer):
+    """Prune ``model`` in place (non-destructively) with a slider; show mask, histogram, sparsity, accuracy.
+
+    - ``test_data``: where accuracy is measured (all of it, every event, when that takes ≤ ``exact_budget``
+      seconds; otherwise an estimate on ``estimate_images`` images while the slider moves and the exact
+      figure once it rests, each labelled as such).
+    - ``calibration_data``: training images for the gradient and Taylor criteria (offered only if given).
+    - ``layers``: the layers to prune (default: every Linear and Conv2d).
+
+    State lives in this object: ``values`` ((rule, slider value) per layer, or ``"*"`` for global scope),
+    ``masks`` (the current keep-masks per layer), ``v_thr`` (the threshold per layer), ``accuracy`` and
+    ``accuracy_is_exact``.
+    """
+
+    def __init__(self, model: nn.Module, test_data: ImageSet, *, calibration_data: ImageSet | None = None,
+                 layers: list[str] | None = None, exact_budget: float = 0.1, estimate_images: int = 1000,
+                 bins: int = 81):
+        super().__init__()
+        self.model = model
+        self.layers = select_layers(model, layers)
+        self.calibration_data = calibration_data
+        self._scores: dict[str, dict[str, RankedScores]] = {}   # criterion -> layer (or "*") -> ranked
+        self._sigma = {name: float(M.original(model, f"{name}.weight").detach().float().std())
+                       for name in self.layers}
+        self.values: dict[str, tuple[Rule, float]] = {}
+        self.masks: dict[str, Tensor] = {}
+        self.v_thr: dict[str, float] = {}
+        for name in self.layers:
+            keep = M.get_masks(model).get(f"{name}.weight")
+            self.masks[name] = keep.cpu() if keep is not None else torch.ones(self.layers[name].weight.shape, dtype=torch.bool)
+
+        self.exact = LiveAccuracy(model, test_data)
+        self.baseline = self.exact.accuracy()      # also fills the activation cache
+        if self.exact.seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
+            self.exact.accuracy(None)
+        self.exact_while_moving = self.exact.seconds <= exact_budget
+        self.estimate = (None if self.exact_while_moving
+                         else LiveAccuracy(model, test_data.subset(min(estimate_images, len(test_data)), seed=0)))
+        self.n_test, self.n_estimate = len(test_data), min(estimate_images, len(test_data))
+        self.accuracy, self.accuracy_is_exact = self.baseline, True
+        self._changed_since_exact: list[str] | None = []
+
+        criteria = ["magnitude", "random"] + (["gradient", "taylor"] if calibration_data is not None else [])
+        style = {"description_width": "initial"}
+        self.layer = widgets.Dropdown(options=list(self.layers), description="layer", style=style)
+        self.scope = widgets.ToggleButtons(options=[("layer-wise", "layer"), ("global", "global")],
+                                           description="scope", style=style)
+        self.criterion = widgets.Dropdown(options=criteria, description="criterion", style=style)
+        self.rule = widgets.ToggleButtons(options=[("target sparsity s", "sparsity"),
+                                                   ("fixed threshold v_thr", "threshold"),
+                                                   ("quality q·σ", "quality")],
+                                          description="v_thr from", style=style)
+        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description="s",
+                                          readout_format=".3g", continuous_update=True,
+                                          layout=widgets.Layout(width="480px"), style=style)
+        self.reset_button = widgets.Button(description="reset", icon="undo",
+                                           tooltip="remove every mask: the original weights, bit for bit")
+        self.readout = widgets.HTML()
+        self.image = widgets.Image(format="png")
+
+        self._build_figure(bins)
+        self._quiet = False
+        self.slider.observe(self.handler(self._on_slider), names="value")
+        self.layer.observe(self.handler(self._on_layer), names="value")
+        self.scope.observe(self.handler(self._on_scope), names="value")
+        self.criterion.observe(self.handler(self._on_criterion), names="value")
+        self.rule.observe(self.handler(self._on_rule), names="value")
+        self.reset_button.on_click(self.handler(lambda _: self.reset()))
+        self.view = widgets.VBox([
+            widgets.HBox([self.layer, self.scope]),
+            widgets.HBox([self.criterion, self.rule]),
+            widgets.HBox([self.slider, self.reset_button]),
+            self.error_box, self.image, self.readout])
+        self._configure_slider()
+        self._redraw()
+
+    # ------------------------------------------------------------------ scores and masks
+    def ranked(self, key: str) -> RankedScores:
+        """Sorted scores of layer ``key`` (or of all layers together for ``"*"``) under the current criterion."""
+        criterion = self.criterion.value
+        if criterion not in self._scores:
+            scores = weight_scores(self.model, self.layers, criterion, self.calibration_data)
+            table = {name: RankedScores(s) for name, s in scores.items()}
+            table["*"] = RankedScores(torch.cat([s.flatten().float().cpu() for s in scores.values()]))
+            self._scores[criterion] = table
+        return self._scores[criterion][key]
+
+    def _key(self) -> str:
+        return "*" if self.scope.value == "global" else self.layer.value
+
+    def _names(self, key: str) -> list[str]:
+        return list(self.layers) if key == "*" else [key]
+
+    def _masks_for(self, key: str, value: float, rule: Rule) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Keep-masks and thresholds, per layer, for slider ``value`` under ``rule`` applied to ``key``."""
+        names = self._names(key)
+        if rule == "quality":      # v_thr = q · σ(W), each layer its own σ
+            if self.criterion.value != "magnitude":
+                raise ValueError("The quality rule v_thr = q·σ(W) is defined for magnitude scores only; "
+                                 "pick criterion 'magnitude' or another rule.")
+            v_thr = {name: threshold_from_std(M.original(self.model, f"{name}.weight").detach(), value) for name in names}
+            return {name: self.ranked(name).mask_for_threshold(v_thr[name]) for name in names}, v_thr
+        ranked = self.ranked(key)
+        if rule == "sparsity":
+            keep, v = ranked.mask_for_sparsity(value), ranked.threshold_for_sparsity(value)
+        else:
+            keep, v = ranked.mask_for_threshold(value), value
+        if key != "*":
+            return {key: keep}, {key: v}
+        out, start = {}, 0
+        for name in names:
+            n = self.ranked(name).n
+            out[name] = keep[start:start + n].view(self.ranked(name).shape)
+            start += n
+        return out, {name: v for name in names}
+
+    def _apply(self, key: str, value: float, rule: Rule | None = None) -> list[str]:
+        """Mask the model for ``value`` at ``key``; returns the layers whose mask changed."""
+        rule = rule or self.rule.value
+        keep, v_thr = self._masks_for(key, value, rule)
+        changed = [name for name, k in keep.items() if not torch.equal(k, self.masks[name])]
+        self.values[key] = (rule, value)
+        self.v_thr.update(v_thr)
+        if changed:
+            M.set_masks(self.model, {f"{name}.weight": keep[name] for name in changed})
+            self.masks.update({name: keep[name] for name in changed})
+        return changed
+
+    def sparsity(self, key: str) -> float:
+        """Current fraction of pruned weights of layer ``key``, or of all layers for ``"*"``."""
+        names = self._names(key)
+        return 1 - sum(int(self.masks[n].sum()) for n in names) / sum(self.masks[n].numel() for n in names)
+
+    def _value_for(self, key: str) -> float:
+        """The slider value, under the current rule, that gives ``key``'s current mask (the stored value
+        when it was set under this rule)."""
+        rule = self.rule.value
+        stored = self.values.get(key)
+        if stored is not None and stored[0] == rule:
+            return stored[1]
+        s = self.sparsity(key)
+        if rule == "sparsity":
+            return round(s, 4)
+        if rule == "threshold":
+            return max(self.ranked(key).threshold_for_sparsity(s), 0.0)
+        lo, hi = 0.0, 4.0     # quality: bisect q until the layers' sparsity matches s
+        for _ in range(30):
+            q = (lo + hi) / 2
+            keep, _ = self._masks_for(key, q, "quality")
+            if 1 - sum(int(k.sum()) for k in keep.values()) / sum(k.numel() for k in keep.values()) < s:
+                lo = q
+            else:
+                hi = q
+        return round(hi, 4)
+
+    # ------------------------------------------------------------------ widgets
+    def _configure_slider(self) -> None:
+        """Range, step and value of the slider for the current rule, scope and criterion."""
+        rule, key = self.rule.value, self._key()
+        if rule == "sparsity":
+            lo, hi, step, label = 0.0, 0.99, 0.01, "s"
+        elif rule == "threshold":
+            hi = float(self.ranked(key).sorted[-1])
+            lo, step, label = 0.0, hi / 400 if hi > 0 else 0.01, "v_thr"
+        else:
+            lo, hi, step, label = 0.0, 4.0, 0.02, "q"
+        value = self._value_for(key)
+        self._quiet = True
+        try:
+            self.slider.min, self.slider.max = lo, max(hi, lo + step)   # widen first, then narrow
+            self.slider.step, self.slider.description = step, label
+            self.slider.value = min(max(value, lo), self.slider.max)
+        finally:
+            self._quiet = False
+
+    def _on_slider(self, change) -> None:
+        if self._quiet:
+            return
+        self.update(self._apply(self._key(), change["new"]))
+
+    def _on_layer(self, change) -> None:
+        self._rebuild_layer_panels()
+        self._configure_slider()
+        self._redraw()
+
+    def _on_scope(self, change) -> None:
+        self._configure_slider()
+        if change["new"] == "global":   # one v_thr for all layers, from the current slider value
+            self.update(self._apply("*", self.slider.value))
+
+    def _on_criterion(self, change) -> None:
+        if self.rule.value == "quality" and change["new"] != "magnitude":
+            self._quiet = True
+            self.rule.value = "sparsity"
+            self._quiet = False
+        # keep each layer's sparsity, now ranked by the new criterion
+        keys = ["*"] if self.scope.value == "global" else list(self.layers)
+        sparsity = {key: self.sparsity(key) for key in keys}
+        changed = sorted({name for key in keys for name in self._apply(key, sparsity[key], "sparsity")})
+        self._configure_slider()
+        self.update(changed)
+
+    def _on_rule(self, change) -> None:
+        if self._quiet:
+            return
+        if change["new"] == "quality" and self.criterion.value != "magnitude":
+            self._quiet = True
+            self.rule.value = change["old"]
+            self._quiet = False
+            raise ValueError("The quality rule v_thr = q·σ(W) is defined for magnitude scores only; "
+                             "pick criterion 'magnitude' first.")
+        self._configure_slider()
+
+    # ------------------------------------------------------------------ drawing
+    def _build_figure(self, bins: int) -> None:
+        with matplotlib.rc_context({"font.size": 8}):
+            self.fig = Figure(figsize=(9.0, 3.0), dpi=80, layout="constrained")
+            self.ax_mask, self.ax_hist = self.fig.subplots(1, 2, width_ratios=[1.4, 1.0])
+        self.bins = bins
+        self.mask_image = None
+        self.histogram = None
+        self.renderer = FigureImage(self.fig)
+        self._rebuild_layer_panels()
+
+    def _rebuild_layer_panels(self) -> None:
+        name = self.layer.value
+        W = M.original(self.model, f"{name}.weight").detach()
+        with matplotlib.rc_context({"font.size": 8}):
+            self.ax_mask.clear()
+            self.ax_hist.clear()
+            self.mask_image = MaskImage(self.ax_mask, self.masks[name])
+            self.histogram = WeightHistogram(self.ax_hist, W, bins=self.bins)
+            shape = " × ".join(map(str, W.flatten(1).shape))
+            self.ax_mask.set_title(f"mask M of {name}  [{shape}]  (black = kept)")
+            self.ax_hist.set_title(f"weights of {name}")
+        self.renderer.animated = [self.mask_image.image, *self.histogram.artists]
+        self.renderer.capture_background()
+
+    def update(self, changed: list[str] | None) -> None:
+        """After the masks of ``changed`` layers moved (None: anything may have): accuracy (exact, or an
+        estimate now and the exact figure later), then the figure and the readout."""
+        if self.exact_while_moving:
+            self.accuracy, self.accuracy_is_exact = self.exact.accuracy(changed), True
+        else:
+            pending = self._changed_since_exact
+            self._changed_since_exact = None if changed is None or pending is None else sorted({*pending, *changed})
+            self.accuracy, self.accuracy_is_exact = self.estimate.accuracy(changed), False
+            self.later(self._exact_accuracy)
+        self._redraw()
+
+    def _exact_accuracy(self) -> None:
+        changed, self._changed_since_exact = self._changed_since_exact, []
+        self.accuracy, self.accuracy_is_exact = self.exact.accuracy(changed), True
+        self._redraw_readout()
+
+    def _redraw(self) -> None:
+        name = self.layer.value
+        magnitude = self.criterion.value == "magnitude" and math.isfinite(self.v_thr.get(name, -math.inf))
+        self.mask_image.update(self.masks[name])
+        self.histogram.update(self.masks[name], self.v_thr.get(name) if magnitude else None)
+        self.image.value = self.renderer.png()
+        self._redraw_readout()
+
+    def _redraw_readout(self) -> None:
+        rows, kept_all, total_all = [], 0, 0
+        for name, keep in self.masks.items():
+            kept, total = int(keep.sum()), keep.numel()
+            kept_all, total_all = kept_all + kept, total_all + total
+            v = self.v_thr.get(name, -math.inf)
+            v_text = f"{v:.4g}" if math.isfinite(v) else "–"
+            bold = " style='font-weight:bold'" if name == self.layer.value else ""
+            rows.append(f"<tr{bold}><td>{html.escape(name)}</td><td>{v_text}</td><td>{kept:,} / {total:,}</td>"
+                        f"<td>{1 - kept / total:.1%}</td></tr>")
+        other = sum(p.numel() for p in self.model.parameters()) - total_all   # biases, BatchNorm, other layers
+        delta = 100 * (self.accuracy - self.baseline)
+        where = (f"all {self.n_test:,} test images" if self.accuracy_is_exact
+                 else f"<i>estimate on {self.n_estimate:,} test images; the exact figure follows when the slider rests</i>")
+        self.readout.value = (
+            "<table style='font-family:monospace;font-size:12px'>"
+            "<tr><th align=left>layer</th><th align=left>v_thr</th><th align=left>weights kept</th>"
+            "<th align=left>sparsity</th></tr>" + "".join(rows) +
+            f"<tr><td><b>all</b></td><td></td><td>{kept_all:,} / {total_all:,}</td>"
+            f"<td><b>{1 - kept_all / total_all:.1%}</b></td></tr></table>"
+            f"<div>nonzero parameters: <b>{kept_all + other:,}</b> of {total_all + other:,} "
+            f"(weights of the pruned layers plus {other:,} others)</div>"
+            f"<div class='prunelab-accuracy'>test accuracy: <b>{self.accuracy:.2%}</b> ({where}); "
+            f"baseline {self.baseline:.2%}, change {delta:+.2f} points</div>")
+
+    # ------------------------------------------------------------------ reset
+    def reset(self) -> None:
+        """Remove every mask: the model's original weights, bit for bit; sliders back to no pruning."""
+        M.reset(self.model, [f"{name}.weight" for name in self.layers
+                             if f"{name}.weight" in M.masked_parameters(self.model)])
+        self.masks = {name: torch.ones_like(keep) for name, keep in self.masks.items()}
+        self.values, self.v_thr = {}, {}
+        self._configure_slider()
+        self.update(None)

@@ -1,0 +1,195 @@
+"""The explorers, driven the way a learner drives them: by setting widget values. No browser needed."""
+
+import asyncio
+import random
+
+import pytest
+import torch
+from conftest import same, snapshot
+from torch import nn
+
+import prunelab as pl
+from prunelab.explorers import ThresholdExplorer
+from prunelab.explorers.threshold import RankedScores
+from prunelab.live_accuracy import LiveAccuracy
+from prunelab.thresholds import mask_for_sparsity
+
+
+@pytest.fixture(scope="module")
+def small_test(test_set):
+    return test_set.subset(2000, seed=1)
+
+
+@pytest.fixture
+def explorer(small_test):
+    return ThresholdExplorer(pl.load_pretrained("lenet300"), small_test, exact_budget=float("inf"))
+
+
+def test_ranked_scores_give_the_same_masks_as_mask_for_sparsity():
+    scores = torch.tensor([[0.3, 0.1, 0.1], [0.5, 0.1, 0.2]])    # ties at 0.1
+    ranked = RankedScores(scores)
+    for s in (0.0, 0.2, 0.34, 0.5, 0.9):
+        assert torch.equal(ranked.mask_for_sparsity(s), mask_for_sparsity(scores, s))
+    assert ranked.threshold_for_sparsity(0.5) == pytest.approx(0.1)
+    assert torch.equal(ranked.mask_for_threshold(0.15), scores > 0.15)
+    assert ranked.sparsity_for_threshold(0.1) == 0.5
+
+
+def test_live_accuracy_reuses_cached_activations_correctly(small_test):
+    model = pl.load_pretrained("lenet300")
+    live = LiveAccuracy(model, small_test)
+    assert live.accuracy() == pl.evaluate(model, small_test).accuracy
+    pl.prune(model, {"fc2": 0.9})
+    assert live.accuracy(["fc2"]) == pl.evaluate(model, small_test).accuracy
+    pl.prune(model, {"fc1": 0.95, "fc2": 0.5})
+    assert live.accuracy(["fc1", "fc2"]) == pl.evaluate(model, small_test).accuracy
+
+
+def test_live_accuracy_runs_a_model_that_is_not_a_chain_whole(small_test):
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = pl.load_pretrained("lenet300")
+
+        def forward(self, x):
+            return self.net(x)
+
+    model = Wrapped()
+    live = LiveAccuracy(model, small_test)
+    assert live.accuracy() == pl.evaluate(model, small_test).accuracy
+    pl.prune(model, 0.9)
+    assert live.accuracy(["net.fc1"]) == pl.evaluate(model, small_test).accuracy
+
+
+def test_slider_sets_the_mask_histogram_readout_and_accuracy(explorer, small_test):
+    model, W = explorer.model, pl.masks.original(explorer.model, "fc1.weight").detach()
+    before = explorer.image.value
+    explorer.slider.value = 0.8
+    assert explorer.error is None
+    expected = mask_for_sparsity(W.abs(), 0.8)
+    assert torch.equal(explorer.masks["fc1"], expected)
+    assert torch.equal(pl.masks.get_masks(model)["fc1.weight"], expected)
+    assert explorer.sparsity("fc1") == pytest.approx(0.8, abs=1e-5)
+    assert explorer.accuracy == pl.evaluate(model, small_test).accuracy
+    assert explorer.accuracy < explorer.baseline
+    # the histogram's red stairs hold exactly the pruned weights, the blue ones sit on top of them
+    pruned_counts = explorer.histogram.pruned.get_data().values
+    assert pruned_counts.sum() == int((~expected).sum())
+    assert (explorer.histogram.kept.get_data().baseline == pruned_counts).all()
+    v_thr = explorer.v_thr["fc1"]
+    assert [line.get_xdata()[0] for line in explorer.histogram.lines] == pytest.approx([-v_thr, v_thr])
+    assert (explorer.mask_image.image.get_array() == expected.to(torch.uint8).numpy()).all()
+    assert explorer.image.value != before and explorer.image.value[:4] == b"\x89PNG"
+    assert f"{explorer.accuracy:.2%}" in explorer.readout.value and "80.0%" in explorer.readout.value
+
+
+def test_each_layer_keeps_its_own_setting(explorer):
+    explorer.slider.value = 0.5
+    explorer.layer.value = "fc2"
+    assert explorer.slider.value == 0.0           # fc2 is still dense
+    explorer.slider.value = 0.7
+    explorer.layer.value = "fc1"
+    assert explorer.slider.value == 0.5
+    assert explorer.sparsity("fc1") == pytest.approx(0.5, abs=1e-5)
+    assert explorer.sparsity("fc2") == pytest.approx(0.7, abs=1e-5)
+    assert explorer.sparsity("fc3") == 0.0
+
+
+def test_global_scope_uses_one_threshold_over_all_layers(explorer, small_test):
+    explorer.scope.value = "global"
+    explorer.slider.value = 0.9
+    scores = {n: pl.masks.original(explorer.model, f"{n}.weight").detach().abs() for n in ("fc1", "fc2", "fc3")}
+    expected = pl.pruning.masks_for_sparsity(scores, 0.9, "global")
+    assert all(torch.equal(explorer.masks[n], expected[n]) for n in scores)
+    assert len(set(explorer.v_thr.values())) == 1
+    assert explorer.accuracy == pl.evaluate(explorer.model, small_test).accuracy
+
+
+def test_fixed_threshold_and_quality_rules(explorer):
+    W = pl.masks.original(explorer.model, "fc1.weight").detach()
+    explorer.rule.value = "threshold"
+    explorer.slider.value = 0.05
+    assert torch.equal(explorer.masks["fc1"], W.abs() > 0.05)
+    explorer.rule.value = "quality"                       # the same mask, expressed as q = v_thr / σ
+    assert explorer.slider.value == pytest.approx(0.05 / float(W.std()), rel=0.05)
+    explorer.slider.value = 1.0
+    assert torch.equal(explorer.masks["fc1"], W.abs() > float(W.std()))
+    assert explorer.error is None
+
+
+def test_switching_the_criterion_keeps_the_sparsity(explorer):
+    explorer.slider.value = 0.6
+    explorer.criterion.value = "random"
+    assert explorer.sparsity("fc1") == pytest.approx(0.6, abs=1e-5)
+    assert not torch.equal(explorer.masks["fc1"], mask_for_sparsity(explorer.model.fc1.weight_orig.detach().abs(), 0.6))
+    assert all(line.get_visible() is False for line in explorer.histogram.lines)   # v_thr is not on the w axis
+
+
+def test_an_error_in_a_callback_is_shown_and_changes_nothing(explorer):
+    explorer.slider.value = 0.3
+    masks_before = {n: m.clone() for n, m in explorer.masks.items()}
+    explorer.criterion.value = "random"
+    explorer.rule.value = "quality"                       # quality needs magnitude scores
+    assert isinstance(explorer.error, ValueError)
+    assert "magnitude" in explorer.error_box.value and explorer.error_box.layout.display != "none"
+    assert explorer.rule.value == "sparsity"
+    assert explorer.sparsity("fc1") == pytest.approx(0.3, abs=1e-5)
+    explorer.slider.value = 0.4                           # the next good event clears the message
+    assert explorer.error is None and explorer.error_box.layout.display == "none"
+    assert masks_before.keys() == explorer.masks.keys()
+
+
+def test_any_sequence_of_moves_then_reset_restores_the_exact_weights(small_test):
+    model = pl.load_pretrained("lenet300")
+    before = snapshot(model)
+    explorer = ThresholdExplorer(model, small_test, calibration_data=small_test.subset(256),
+                                 exact_budget=float("inf"))
+    rng = random.Random(0)
+    for _ in range(60):
+        control = rng.choice(["slider", "slider", "slider", "layer", "scope", "criterion", "rule"])
+        if control == "slider":
+            explorer.slider.value = rng.uniform(explorer.slider.min, explorer.slider.max)
+        else:
+            widget = getattr(explorer, control)
+            widget.value = rng.choice([v for _, v in widget.options] if isinstance(widget.options[0], tuple)
+                                      else list(widget.options))
+        if explorer.error is not None:                      # only quality + a non-magnitude criterion
+            assert "magnitude" in str(explorer.error)
+        assert explorer.accuracy == pl.evaluate(model, small_test).accuracy
+    explorer.reset()
+    assert same(snapshot(model), before, ordered=True)
+    assert explorer.accuracy == explorer.baseline == pl.evaluate(model, small_test).accuracy
+    assert pl.masks.masked_parameters(model) == []
+
+
+def test_a_slow_model_shows_an_estimate_then_the_exact_accuracy(small_test):
+    explorer = ThresholdExplorer(pl.load_pretrained("lenet300"), small_test, exact_budget=0.0,
+                                 estimate_images=300)
+    assert not explorer.exact_while_moving
+    explorer.settle_delay = 0.05
+
+    async def drag():
+        explorer.slider.value = 0.9
+        shown = (explorer.accuracy, explorer.accuracy_is_exact, explorer.readout.value)
+        await asyncio.sleep(0.3)
+        return shown
+
+    _, exact_then, text = asyncio.run(drag())
+    assert not exact_then and "estimate on 300 test images" in text
+    assert explorer.accuracy_is_exact and explorer.accuracy == pl.evaluate(explorer.model, small_test).accuracy
+    assert "all 2,000 test images" in explorer.readout.value
+
+
+def test_live_accuracy_with_nothing_changed_gives_the_last_result(small_test):
+    model = pl.load_pretrained("lenet300")
+    live = LiveAccuracy(model, small_test)
+    pl.prune(model, {"fc3": 0.5})
+    expected = live.accuracy(["fc3"])
+    assert live.accuracy([]) == expected == pl.evaluate(model, small_test).accuracy
+
+
+def test_a_slider_move_that_changes_no_mask_is_fine(explorer):
+    explorer.layer.value = "fc3"
+    explorer.slider.value = 0.5
+    explorer.slider.value = 0.5001                        # the same k: the mask does not change
+    assert explorer.error is None and explorer.sparsity("fc3") == 0.5
