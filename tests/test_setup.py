@@ -70,3 +70,9 @@ def test_notebooks_are_committed_without_outputs(notebook):
     nb = nbformat.read(notebook, as_version=4)
     stored = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not stored, f"{notebook.name}: cells {stored} hold outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("notebook", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_notebook_is_on_the_readme_map(notebook):
+    assert f"](notebooks/{notebook.name})" in README, (
+        f"{notebook.name} is not in README.md's notebook map; add a row (title, what it teaches, minutes to run)")
