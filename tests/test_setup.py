@@ -76,3 +76,19 @@ def test_notebooks_are_committed_without_outputs(notebook):
 def test_every_notebook_is_on_the_readme_map(notebook):
     assert f"](notebooks/{notebook.name})" in README, (
         f"{notebook.name} is not in README.md's notebook map; add a row (title, what it teaches, minutes to run)")
+
+
+def test_the_readmes_python_version_satisfies_every_pinned_package():
+    from importlib.metadata import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    stated = re.search(r"with Python (\d+\.\d+(?:\.\d+)?) or newer", README)
+    assert stated, "README.md must say which Python the commands need ('with Python X.Y or newer')"
+    too_new = {}
+    for line in requirement_lines():
+        name = line.split("==")[0]
+        requires = metadata(name).get("Requires-Python")
+        if requires and not SpecifierSet(requires).contains(stated.group(1)):
+            too_new[name] = requires
+    assert not too_new, f"README.md says Python {stated.group(1)}, but these pins need more: {too_new}"
