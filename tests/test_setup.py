@@ -92,3 +92,16 @@ def test_the_readmes_python_version_satisfies_every_pinned_package():
         if requires and not SpecifierSet(requires).contains(stated.group(1)):
             too_new[name] = requires
     assert not too_new, f"README.md says Python {stated.group(1)}, but these pins need more: {too_new}"
+
+
+def test_pytest_runs_every_notebook_in_the_repository():
+    """A notebook added anywhere under notebooks/ is collected by nbval with its cells, or this fails."""
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    collected = {line.split("::")[0] for line in listed.stdout.splitlines() if ".ipynb::Cell" in line}
+    everywhere = set(subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.ipynb"],
+                                    cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+    assert everywhere and everywhere <= collected, f"not run by pytest: {sorted(everywhere - collected)}"
