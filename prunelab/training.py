@@ -2,12 +2,15 @@
 
 ``train`` draws its batch order from a ``torch.Generator`` seeded with ``seed``; nothing touches torch's
 global random state. On the CPU, the same seed, data, torch version and thread count give bit-identical
-weights. The device is CUDA when present, else the CPU, unless ``device=`` says otherwise.
+weights. The device is CUDA when present, else the CPU, unless ``device=`` or ``$PRUNELAB_DEVICE`` says
+otherwise (the notebooks' asserted figures come from the CPU: ``PRUNELAB_DEVICE=cpu`` reproduces them on a
+machine with a GPU).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +29,19 @@ LossFn = Callable[[Tensor, Tensor, Tensor], Tensor]  # (logits [B, K], y [B], x 
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``$PRUNELAB_DEVICE`` when set (e.g. ``cpu``), else CUDA when present, else the CPU."""
+    name = os.environ.get("PRUNELAB_DEVICE", "").strip()
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"PRUNELAB_DEVICE={name!r} is not a torch device: set it to 'cpu' or 'cuda', "
+                         "or unset it to use CUDA when present.") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"PRUNELAB_DEVICE={name!r} asks for CUDA, but torch sees no CUDA device here: "
+                         "set it to 'cpu' or unset it.")
+    return device
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -42,10 +42,12 @@ def test_every_notebook_starts_with_the_colab_cell(notebook):
 
 def test_the_colab_cell_does_nothing_outside_colab(monkeypatch):
     monkeypatch.delenv("PRUNELAB_DATA", raising=False)
+    monkeypatch.delenv("PRUNELAB_DEVICE", raising=False)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     namespace = {}
     exec(CELL, namespace)
     assert "PRUNELAB_REPOSITORY" not in namespace and "PRUNELAB_DATA" not in os.environ
+    assert "PRUNELAB_DEVICE" not in os.environ
 
 
 def test_on_colab_the_cell_clones_installs_and_finds_the_data(tmp_path):
@@ -65,7 +67,7 @@ def test_on_colab_the_cell_clones_installs_and_finds_the_data(tmp_path):
     check = "import google.colab  # a Colab kernel has imported it before any cell runs\n" + cell + textwrap.dedent("""
         import importlib.util, json
         print(json.dumps({"origin": importlib.util.find_spec("prunelab").origin,
-                          "data": os.environ["PRUNELAB_DATA"]}))
+                          "data": os.environ["PRUNELAB_DATA"], "device": os.environ["PRUNELAB_DEVICE"]}))
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("PRUNELAB_DATA", "PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(fake)
@@ -76,6 +78,7 @@ def test_on_colab_the_cell_clones_installs_and_finds_the_data(tmp_path):
     assert found["origin"].startswith(str(kernel_env)), "prunelab must be installed into the kernel's Python"
     data = content / os.path.basename(clone) / "data"
     assert found["data"] == str(data)
+    assert found["device"] == "cpu", "on Colab the notebooks must train on the CPU, where their figures come from"
     # the installed package, pointed at the clone's data, loads the data set and a checkpoint with their checks
     loaded = subprocess.run(
         [sys.executable, "-c", "import prunelab as pl; s = pl.load_fashion_mnist('test'); "

@@ -83,5 +83,18 @@ def test_bad_arguments_are_refused_before_the_model_changes(small_train, kwargs,
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_default_device_is_cuda_only_when_present():
+def test_default_device_is_cuda_only_when_present(monkeypatch):
+    monkeypatch.delenv("PRUNELAB_DEVICE", raising=False)
     assert pl.default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_prunelab_device_overrides_the_default(monkeypatch):
+    monkeypatch.setenv("PRUNELAB_DEVICE", "cpu")
+    assert pl.default_device() == torch.device("cpu")
+    monkeypatch.setenv("PRUNELAB_DEVICE", "gpu0")
+    with pytest.raises(ValueError, match="PRUNELAB_DEVICE='gpu0' is not a torch device"):
+        pl.default_device()
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("PRUNELAB_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="no CUDA device"):
+            pl.default_device()
