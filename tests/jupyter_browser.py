@@ -192,6 +192,25 @@ class ExplorerView:
     def slider_value(self) -> float:
         return float(self.value.inner_text())
 
+    def drag_handle_to(self, fraction: float, timeout: float = 10.0) -> None:
+        """Drag the slider's handle with the mouse to ``fraction`` of its track, as a person would: first
+        scrolled into view and held still (a notebook still laying out outputs, or scrolling to the last
+        cell after Run All, moves the slider between reading its position and pressing the button)."""
+        self.handle.scroll_into_view_if_needed()
+        deadline, last = time.monotonic() + timeout, None
+        while True:
+            boxes = (self.handle.bounding_box(), self.track.bounding_box())
+            if boxes == last or time.monotonic() > deadline:
+                break
+            last = boxes
+            self.page.wait_for_timeout(200)
+        handle, track = boxes
+        y = handle["y"] + handle["height"] / 2
+        self.page.mouse.move(handle["x"] + handle["width"] / 2, y)
+        self.page.mouse.down()
+        self.page.mouse.move(track["x"] + fraction * track["width"], y, steps=4)
+        self.page.mouse.up()
+
     def image_src(self) -> str:
         return self.image.get_attribute("src")
 

@@ -105,12 +105,7 @@ def notebook7(browser, jupyter_lab):
 def test_notebook7_runs_the_explorer_and_mouse_and_page_keys_move_it(notebook7):
     view, page = notebook7, notebook7.page
     readout, src = view.readout.inner_text(), view.image_src()
-    handle, track = view.handle.bounding_box(), view.track.bounding_box()
-    y = handle["y"] + handle["height"] / 2
-    page.mouse.move(handle["x"] + handle["width"] / 2, y)
-    page.mouse.down()
-    page.mouse.move(track["x"] + 0.2 * track["width"], y, steps=4)
-    page.mouse.up()
+    view.drag_handle_to(0.2)
     s = view.slider_value()
     assert 0.15 <= s <= 0.25
     view.expect_fc1_pruned(s)
