@@ -16,8 +16,9 @@ Measured 2026-11-26 (torch 2.14.1, 2 threads, load average 1.1, AVX-512 Xeon): M
 at batch 256 = **0.65 of the MAC ratio, short of the 0.8 target**; the per-layer bound is also 0.65 (Conv2d and
 Linear take only 47% of the dense model's time), and the shrunk model reaches 1.01 of that bound: the shortfall
 is the work that scales with activations, not the slicing. Masked only: 1.06x. Under torch.compile (--compile;
-BatchNorm, ReLU and pooling fused) dense 32.2 ms, shrunk 11.9 ms: 2.70x = 0.68 of the MAC ratio. Repeated runs
-on this machine spread from 0.57 to 0.76 (eager) with the load. ResNet-18 internal channels: 1.41x for 1.94x
+BatchNorm, ReLU and pooling fused): 0.68 of the MAC ratio in one run (dense 32.2 ms, shrunk 11.9 ms), 0.56 in
+another (eager 0.54 in that same run). Repeated runs on this machine spread from 0.54 to 0.76 (eager) with the
+load. ResNet-18 internal channels: 1.41x for 1.94x
 fewer MACs (0.73). Even a convolution alone falls short when it gets narrow: timed by itself at batch 256,
 16->16 channels at 28x28 against 8->8 is 1.87x faster for 4x fewer MACs, 64->64 at 7x7 against 32->32 is 2.8-3.6x
 (8 channels fill half of a 16-float AVX-512 register).
