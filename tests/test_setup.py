@@ -81,13 +81,17 @@ def test_every_notebook_is_on_the_readme_map(notebook):
 def test_the_readmes_python_version_satisfies_every_pinned_package():
     from importlib.metadata import metadata
 
+    from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
 
     stated = re.search(r"with Python (\d+\.\d+(?:\.\d+)?) or newer", README)
     assert stated, "README.md must say which Python the commands need ('with Python X.Y or newer')"
     too_new = {}
     for line in requirement_lines():
-        name = line.split("==")[0]
+        pin = Requirement(line)
+        if pin.marker is not None and not pin.marker.evaluate():
+            continue   # not installed on this platform (the CUDA libraries off Linux x86-64)
+        name = pin.name
         requires = metadata(name).get("Requires-Python")
         if requires and not SpecifierSet(requires).contains(stated.group(1)):
             too_new[name] = requires
@@ -95,10 +99,10 @@ def test_the_readmes_python_version_satisfies_every_pinned_package():
 
 
 def test_pytest_runs_every_notebook_in_the_repository():
-    """A notebook added anywhere under notebooks/ is collected by nbval with its cells, or this fails."""
+    """A notebook added anywhere in the repository (tracked or not ignored) is collected by nbval, or this fails."""
     import sys
 
-    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:randomly"],
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
     collected = {line.split("::")[0] for line in listed.stdout.splitlines() if ".ipynb::Cell" in line}
