@@ -29,7 +29,7 @@ from torch import Tensor, fx, nn
 
 from .data import ImageSet
 from .masks import prunable_layers
-from .training import eval_batch_size, model_device
+from .training import _describe, eval_batch_size, model_device
 
 __all__ = ["collect_activations", "mean_activation", "max_activation", "apoz", "apoz_score",
            "measured_loss_change", "layer_loss_change"]
@@ -222,8 +222,9 @@ def _tensors(data: Data, n_images: int | None, device: torch.device) -> tuple[Te
     elif isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data[0].to(device), data[1].to(device).long()
     else:
-        raise TypeError(f"data must be an ImageSet (e.g. prunelab.load_fashion_mnist('test').subset(2048)) or a "
-                        f"tuple (x, y) of tensors, got {type(data).__name__}.")
+        raise TypeError(f"data must be images with labels: an ImageSet (e.g. prunelab.load_fashion_mnist('test')"
+                        ".subset(2048)) or a tuple (x, y) of torch tensors, x float [N, ...] and y int64 [N] "
+                        f"(torch.as_tensor converts numpy arrays); got {_describe(data)}.")
     if len(x) == 0:
         raise ValueError("data is empty: the loss change is measured on images; pass e.g. "
                          "prunelab.load_fashion_mnist('test').subset(2048).")
@@ -269,6 +270,7 @@ def measured_loss_change(model: nn.Module, layer: str, data: Data, *, n_images: 
                          batch_size: int | None = None) -> Tensor:
     """ΔL_j = L_j − L for every unit j of ``layer`` (neurons of a Linear, channels of a Conv2d): [units].
 
+    ``data``: an ImageSet, or a tuple (x float [N, ...], y int64 [N]) of tensors.
     L: mean cross-entropy of the intact model over the first ``n_images`` of ``data`` (all of it if None);
     L_j: the same with unit j removed, i.e. its output after its nonlinearity set to zero. A large positive
     ΔL_j means the unit is important; ΔL_j can be negative (removing j helps on this data). A unit that is 0

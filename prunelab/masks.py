@@ -109,8 +109,23 @@ def set_masks(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
 
 
 def reset(model: nn.Module, names: list[str] | None = None) -> nn.Module:
-    """Remove the masks (all, or of ``names``) and put the original tensors back, bit for bit."""
-    for name in masked_parameters(model) if names is None else names:
+    """Remove the masks (all, or of ``names``) and put the original tensors back, bit for bit.
+
+    Every name is checked first: one without a mask is a ``ValueError`` and the model is left as it was.
+    """
+    masked = masked_parameters(model)
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of parameter names, e.g. [{names!r}], not a string.")
+    names = masked if names is None else list(dict.fromkeys(names))
+    for name in names:
+        _split(model, name)  # an unknown name: ValueError with a "did you mean"
+    unmasked = [name for name in names if name not in masked]
+    if unmasked:
+        have = (f"The masked parameters are {', '.join(masked)}." if masked
+                else f"No parameter of {type(model).__name__} has a mask.")
+        raise ValueError(f"Cannot reset {', '.join(map(repr, unmasked))}: no mask to remove. {have} Masks are "
+                         "added by prunelab.prune (or prunelab.masks.set_masks).")
+    for name in names:
         module, tensor_name = _split(model, name)
         orig = getattr(module, tensor_name + "_orig")
         _remove_reparametrization(module, tensor_name)

@@ -72,8 +72,9 @@ def effective_state_dict(model: nn.Module) -> dict[str, Tensor]:
 
 # ---------------------------------------------------------------------------------------------- sparsity, counts
 
-def sparsity(t: Tensor) -> float:
-    """Fraction of the entries of ``t`` that are exactly zero, in [0, 1]."""
+def sparsity(t: Tensor | np.ndarray) -> float:
+    """Fraction of the entries of ``t`` (a tensor, or a numpy array) that are exactly zero, in [0, 1]."""
+    t = torch.as_tensor(t)
     if t.numel() == 0:
         raise ValueError("sparsity of an empty tensor is undefined; pass a tensor with at least one entry.")
     return int((t == 0).sum()) / t.numel()

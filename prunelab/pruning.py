@@ -27,6 +27,7 @@ from . import masks as M
 from .data import ImageSet
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, threshold_from_std
+from .training import _require_image_set
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "masks_for_sparsity",
            "nm_masks", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
@@ -38,6 +39,7 @@ Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random",
 Scope = Literal["layer", "global"]
 _DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change")
 _UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
+_CALIBRATION = "prunelab.load_fashion_mnist('train').subset(2048)"  # data for the criteria that need it
 
 
 def _check_choice(value, allowed, what):
@@ -90,7 +92,8 @@ def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Cri
         return {name: random_scores(w.shape, seed=seed + i).to(w.device) for i, (name, w) in enumerate(W.items())}
     if data is None:
         raise ValueError(f"The {criterion!r} criterion needs data to compute gradients: pass data=, e.g. "
-                         "prunelab.load_fashion_mnist('train').subset(2048).")
+                         f"{_CALIBRATION}.")
+    _require_image_set(data, f"The {criterion!r} criterion", _CALIBRATION)
     with unmasked(model):
         g = loss_gradients(model, data)
     if criterion == "gradient":
@@ -120,8 +123,8 @@ def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Ten
     from . import data_criteria as D
 
     if data is None:
-        raise ValueError(f"The {criterion!r} criterion needs data: pass data=, e.g. "
-                         "prunelab.load_fashion_mnist('train').subset(2048).")
+        raise ValueError(f"The {criterion!r} criterion needs data: pass data=, e.g. {_CALIBRATION}.")
+    _require_image_set(data, f"The {criterion!r} criterion", _CALIBRATION)
     n = min(n_images, len(data))
     with unmasked(model):  # scores from the original weights
         if criterion == "loss_change":
@@ -234,7 +237,8 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     ``"n:m"`` (which removes 1 - n/m). Each call defines all the masks: it replaces earlier ones (never
     compounds) and lifts earlier masks on parameters it does not prune. With ``keep_pruned`` (iterative and
     gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink.
-    ``prunelab.masks.reset(model)`` restores the original weights exactly. Every argument is checked before
+    ``prunelab.masks.reset(model)`` restores the original weights exactly. ``data``: an ImageSet, needed by the
+    ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria. Every argument is checked before
     the model is touched.
     """
     _check_choice(granularity, ("weight", "n:m", "neuron", "channel"), "granularity")
@@ -248,14 +252,21 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     chosen = select_layers(model, layers, units=units)
     wanted = nn.Linear if granularity == "neuron" else nn.Conv2d
     if units:
+        other = "channel" if granularity == "neuron" else "neuron"
         wrong = [name for name, layer in chosen.items() if not isinstance(layer, wanted)]
         if wrong and layers is not None:
             raise ValueError(f"{granularity} pruning applies to {wanted.__name__} layers; {wrong} are not. "
-                             f"Use granularity={'channel' if granularity == 'neuron' else 'neuron'!r} for them.")
+                             f"Use granularity={other!r} for them.")
         chosen = {name: layer for name, layer in chosen.items() if isinstance(layer, wanted)}
         if not chosen:
-            raise ValueError(f"{type(model).__name__} has no {wanted.__name__} layer for {granularity} pruning "
-                             f"(the last layer, whose outputs are the classes, is never pruned by unit).")
+            listed = ", ".join(wrong[:4]) + (f" and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+            hint = (f" Its {'Conv2d' if other == 'channel' else 'Linear'} layers ({listed}) are pruned by unit "
+                    f"with granularity={other!r}." if wrong else "")
+            last = list(M.prunable_layers(model).values())[-1]
+            why = (" (the last layer, whose outputs are the classes, is never pruned by unit)"
+                   if layers is None and isinstance(last, wanted) else "")
+            raise ValueError(f"{type(model).__name__} has no {wanted.__name__} layer for {granularity} "
+                             f"pruning{why}.{hint}")
         scores = unit_scores(model, chosen, criterion, data, seed)
         alive = _alive(model, scores, units=True) if keep_pruned else {}
         scores = _sink_masked(scores, alive)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import ImageSet
-from .training import model_device
+from .training import _require_image_set, model_device
 
 __all__ = ["magnitude", "gradient_magnitude", "taylor", "unit_norm", "random_scores", "loss_gradients"]
 
@@ -57,9 +57,10 @@ def loss_gradients(model: nn.Module, data: ImageSet | None, *, n_images: int = 2
     Returns ``{param_name: g}``, g the shape of the weight; for a masked weight, the gradient with respect to
     its effective value (``orig * mask``). The model's weights, gradients and mode are left as they were.
     """
-    if data is None or len(data) == 0:
-        raise ValueError("Gradient-based scores need data: pass an ImageSet, e.g. "
-                         "prunelab.load_fashion_mnist('train').subset(2048).")
+    example = "prunelab.load_fashion_mnist('train').subset(2048)"
+    if data is None:
+        raise ValueError(f"Gradient-based scores need data: pass an ImageSet, e.g. {example}.")
+    _require_image_set(data, "Gradient-based scores", example)
     from .masks import prunable_layers
 
     layers = prunable_layers(model)

@@ -49,6 +49,37 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
+def _describe(data) -> str:
+    """What ``data`` is, for an error message: "a numpy.ndarray of shape [4, 28, 28]", "a tuple of (torch.Tensor,
+    numpy.ndarray)", "None"."""
+    def name(kind: type) -> str:
+        package = kind.__module__.split(".")[0]
+        return kind.__qualname__ if package == "builtins" else f"{package}.{kind.__qualname__}"
+
+    if data is None:
+        return "None"
+    shape = getattr(data, "shape", None)
+    if isinstance(shape, tuple):
+        return f"a {name(type(data))} of shape {list(shape)}"
+    if isinstance(data, tuple) and 0 < len(data) <= 3:
+        return f"a tuple of ({', '.join(name(type(t)) for t in data)})"
+    return f"a {name(type(data))}"
+
+
+def _require_image_set(data, what: str, example: str = "prunelab.load_fashion_mnist('test')") -> ImageSet:
+    """``data`` when it is an ImageSet holding at least one image; else an error saying what ``what`` needs.
+
+    The one place that decides which data ``train``, ``evaluate`` and the data-needing pruning criteria take.
+    """
+    if not isinstance(data, ImageSet):
+        raise TypeError(f"{what} needs images with labels: an ImageSet, e.g. {example}, or one built with "
+                        "prunelab.ImageSet(images, labels, classes) from images uint8 [N, H, W] and labels "
+                        f"int64 [N] (torch tensors); got {_describe(data)}.")
+    if len(data) == 0:
+        raise ValueError(f"{what} got an ImageSet with no images; pass one with at least one image, e.g. {example}.")
+    return data
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """accuracy: fraction correct in [0, 1]; loss: mean cross-entropy (nats); correct, total: counts."""
@@ -73,6 +104,7 @@ def evaluate(model: nn.Module, data: ImageSet, *, batch_size: int | None = None)
     was in. The normalised images are cached on the device, so repeated calls (a slider) only run the model.
     ``batch_size`` defaults to ``eval_batch_size(model)``.
     """
+    _require_image_set(data, "evaluate")
     batch_size = eval_batch_size(model) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -142,6 +174,9 @@ def train(
         raise ValueError(f"lr must be a positive finite number, got {lr}")
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    _require_image_set(data, "train", "prunelab.load_fashion_mnist('train')")
+    if test_data is not None:
+        _require_image_set(test_data, "train's test_data")
 
     device = torch.device(device) if device is not None else default_device()
     model.to(device)

@@ -273,8 +273,12 @@ def test_bad_input_gives_clear_errors_and_leaves_the_model_untouched(lenet, test
         collect_activations(model, data.images, ["fc1"])
     with pytest.raises(ValueError, match="n_images"):
         measured_loss_change(model, "fc1", data, n_images=0)
-    with pytest.raises(TypeError, match="ImageSet"):
+    with pytest.raises(TypeError, match=r"images with labels: an ImageSet.*or a tuple \(x, y\) of torch tensors.*"
+                                        r"got a torch\.Tensor of shape \[16, 1, 28, 28\]"):
         measured_loss_change(model, "fc1", data.normalized())
+    with pytest.raises(TypeError, match=r"torch\.as_tensor converts numpy arrays.*got a tuple of \(torch\.Tensor, "
+                                        r"numpy\.ndarray\)"):
+        layer_loss_change(model, (data.normalized(), data.labels.numpy()))
     with pytest.raises(ValueError, match=r"\[N, C\]"):
         apoz(torch.ones(5))
     assert_untouched(model, before, training=True)

@@ -135,6 +135,23 @@ def test_bad_masks_are_refused_before_any_is_applied(lenet):
     assert same(snapshot(lenet), before, ordered=True)
 
 
+def test_resetting_a_parameter_without_a_mask_names_the_masked_ones_and_changes_nothing(lenet):
+    before = snapshot(lenet)
+    with pytest.raises(ValueError, match=r"Cannot reset 'fc1.weight': no mask.*No parameter of LeNet300 has a mask.*"
+                                         r"added by prunelab.prune"):
+        M.reset(lenet, ["fc1.weight"])
+    assert same(snapshot(lenet), before, ordered=True)
+    prune(lenet, 0.5, layers=["fc2"])
+    before = snapshot(lenet)
+    with pytest.raises(ValueError, match=r"Cannot reset 'fc1.weight', 'fc3.bias'.*masked parameters are fc2.weight\."):
+        M.reset(lenet, ["fc2.weight", "fc1.weight", "fc3.bias"])  # fc2.weight is not reset either
+    with pytest.raises(ValueError, match="no parameter 'fc9.weight'"):
+        M.reset(lenet, ["fc2.weight", "fc9.weight"])
+    with pytest.raises(TypeError, match=r"list of parameter names, e.g. \['fc2.weight'\]"):
+        M.reset(lenet, "fc2.weight")
+    assert same(snapshot(lenet), before, ordered=True) and M.masked_parameters(lenet) == ["fc2.weight"]
+
+
 def test_a_masked_model_can_be_copied_after_a_forward_pass_with_gradients(lenet):
     prune(lenet, 0.5)
     lenet(torch.randn(2, 1, 28, 28)).sum().backward()  # the effective weights are now non-leaf tensors

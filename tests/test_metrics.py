@@ -1,5 +1,6 @@
 """Metrics against known answers: hand-made models, hand formulas, mask counts, and files that decode exactly."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -47,6 +48,13 @@ def test_sparsity_counts_exact_zeros_only():
     assert M.sparsity(torch.zeros(3, 3)) == 1.0 and M.sparsity(torch.ones(5)) == 0.0
     with pytest.raises(ValueError, match="empty"):
         M.sparsity(torch.empty(0))
+
+
+def test_sparsity_takes_a_numpy_array_too():
+    assert M.sparsity(np.array([[0.0, 1.5], [-0.0, 2.0]])) == 0.5
+    assert M.sparsity(np.zeros(7, dtype=np.int64)) == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        M.sparsity(np.array([]))
 
 
 def test_hand_made_model_sparsity_and_parameter_counts():

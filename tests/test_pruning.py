@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunelab as pl
-from conftest import snapshot
+from conftest import same, snapshot
 from prunelab import masks as M
 from prunelab.pruning import prune, replace_with_identity
 from prunelab.scores import loss_gradients, magnitude, taylor, unit_norm
@@ -123,7 +123,7 @@ def test_magnitude_beats_random_at_equal_sparsity(test_set):
     ({"sparsity": 0.5, "granularity": "n:m", "layers": ["fc2"], "m": 7}, "'fc2' has 300 inputs per unit"),
     ({"sparsity": 0.5, "criterion": "gradient"}, "needs data"),
     ({"sparsity": 0.5, "criterion": "taylor", "granularity": "neuron"}, "needs data"),
-    ({"sparsity": 0.5, "granularity": "channel"}, "no Conv2d layer"),
+    ({"sparsity": 0.5, "granularity": "channel"}, r"no Conv2d layer.*Linear layers \(fc1, fc2\).*granularity='neuron'"),
     ({"sparsity": 0.5, "granularity": "neuron", "layers": ["fc1"], "criterion": "l3"}, "criterion for neurons"),
     ({"sparsity": {"fc1": 0.5}, "scope": "global"}, "Global scope takes one sparsity"),
 ])
@@ -136,6 +136,52 @@ def test_bad_input_is_explained_and_the_model_left_as_it_was(kwargs, message):
     after = snapshot(model)
     assert list(after) == list(before) and all(torch.equal(before[k], after[k]) for k in before)
     assert all(torch.equal(masks[k], v) for k, v in M.get_masks(model).items())
+
+
+def test_unit_pruning_of_the_wrong_layer_type_suggests_the_other_granularity():
+    model = pl.build_model("lenet5")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"neuron pruning applies to Linear.*\['conv1'\].*granularity='channel'"):
+        prune(model, 0.5, granularity="neuron", layers=["conv1"])
+    with pytest.raises(ValueError, match=r"channel pruning applies to Conv2d.*\['fc1'\].*granularity='neuron'"):
+        prune(model, 0.5, granularity="channel", layers=["fc1"])
+    with pytest.raises(ValueError, match=r"VGGSmall has no Linear layer.*Conv2d layers \(conv1, .* and 2 more\).*"
+                                         r"granularity='channel'"):
+        prune(pl.build_model("vgg_small"), 0.5, granularity="neuron")
+    assert same(snapshot(model), before, ordered=True)
+
+
+X = torch.zeros(8, 1, 28, 28)
+Y = torch.zeros(8, dtype=torch.long)
+
+
+@pytest.mark.parametrize("granularity, criterion", [("weight", "gradient"), ("weight", "taylor"), ("neuron", "taylor"),
+                                                    ("neuron", "mean_activation"), ("neuron", "max_activation"),
+                                                    ("neuron", "apoz"), ("neuron", "loss_change")])
+@pytest.mark.parametrize("data, got", [(X.numpy(), r"a numpy\.ndarray of shape \[8, 1, 28, 28\]"),
+                                       (X, r"a torch\.Tensor of shape \[8, 1, 28, 28\]"),
+                                       ((X, Y), r"a tuple of \(torch\.Tensor, torch\.Tensor\)")])
+def test_criteria_needing_data_refuse_what_is_not_an_image_set(granularity, criterion, data, got):
+    model = pl.build_model("lenet300")
+    prune(model, 0.3)
+    before = snapshot(model)
+    message = (rf"The '{criterion}' criterion needs images with labels: an ImageSet.*"
+               rf"prunelab\.ImageSet\(images, labels, classes\).*got {got}")
+    with pytest.raises(TypeError, match=message):
+        prune(model, 0.5, granularity=granularity, criterion=criterion, data=data)
+    assert same(snapshot(model), before, ordered=True)
+
+
+def test_criteria_needing_data_refuse_an_empty_image_set():
+    model = pl.build_model("lenet300")
+    before = snapshot(model)
+    empty = pl.ImageSet(torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
+    for granularity, criterion in [("weight", "taylor"), ("neuron", "apoz"), ("neuron", "loss_change")]:
+        with pytest.raises(ValueError, match=f"'{criterion}' criterion got an ImageSet with no images"):
+            prune(model, 0.5, granularity=granularity, criterion=criterion, data=empty)
+    with pytest.raises(TypeError, match=r"Gradient-based scores need.*ImageSet.*got a numpy\.ndarray"):
+        loss_gradients(model, X.numpy())
+    assert same(snapshot(model), before, ordered=True)
 
 
 def test_nothing_prunable_and_nan_weights_are_refused():

@@ -1,8 +1,12 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import prunelab as pl
+from conftest import same, snapshot
+
+EMPTY = pl.ImageSet(torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +85,36 @@ def test_bad_arguments_are_refused_before_the_model_changes(small_train, kwargs,
     with pytest.raises(ValueError, match=message):
         pl.train(model, small_train, progress=False, **kwargs)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("data, error, message", [
+    (EMPTY, ValueError, r"evaluate got an ImageSet with no images.*load_fashion_mnist\('test'\)"),
+    (np.zeros((4, 28, 28), dtype=np.uint8), TypeError,
+     r"evaluate needs images with labels: an ImageSet.*prunelab\.ImageSet\(images, labels, classes\).*"
+     r"got a numpy\.ndarray of shape \[4, 28, 28\]"),
+    (torch.zeros(4, 1, 28, 28), TypeError, r"needs images with labels.*got a torch\.Tensor of shape \[4, 1, 28, 28\]"),
+])
+def test_evaluate_refuses_what_is_not_a_labelled_image_set(data, error, message):
+    model = pl.build_model("lenet300").train()
+    before = snapshot(model)
+    with pytest.raises(error, match=message):
+        pl.evaluate(model, data)
+    assert same(snapshot(model), before, ordered=True) and model.training
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"data": EMPTY}, ValueError, "train got an ImageSet with no images"),
+    ({"data": np.zeros((4, 28, 28), dtype=np.uint8)}, TypeError,
+     r"train needs images with labels.*got a numpy\.ndarray of shape \[4, 28, 28\]"),
+    ({"test_data": torch.zeros(4, 28, 28)}, TypeError, r"train's test_data needs images with labels.*torch\.Tensor"),
+])
+def test_train_refuses_what_is_not_a_labelled_image_set_before_the_model_changes(small_train, kwargs, error,
+                                                                                message):
+    model = pl.build_model("lenet300")
+    before = snapshot(model)
+    with pytest.raises(error, match=message):
+        pl.train(model, **{"data": small_train, **kwargs}, device="cpu", progress=False)
+    assert same(snapshot(model), before, ordered=True)
 
 
 def test_default_device_is_cuda_only_when_present(monkeypatch):
