@@ -5,7 +5,10 @@
     python -m prunelab.baselines --check         # re-train into a temporary folder and compare
 
 Each run writes ``<name>.pt`` (a plain state_dict) and ``<name>.json`` (recipe, test accuracy, SHA-256).
-Seeds are fixed; on the same torch version and thread count the files come out bit-identical.
+Seeds are fixed; on the same CPU, torch version and thread count the files come out bit-identical. Another CPU
+or thread count sums in another order, and after thousands of SGD steps the weights differ (other bits, not a
+worse model): ``--check`` then passes when the re-trained test accuracy is within ``ACCURACY_TOLERANCE`` of the
+committed one, and says which of the two held.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class Recipe:
     weight_decay: float = 5e-4
     seed: int = 0
 
+
+# How far a re-trained baseline's test accuracy may be from the committed one on another numeric configuration
+# (CPU, instruction set, thread count): measured by re-training under the configurations of
+# benches/bench_portability.py (the spread is in the README's "Baseline checkpoints"), with margin.
+ACCURACY_TOLERANCE = 0.005
 
 RECIPES = {
     "lenet300": Recipe("lenet300", epochs=30, lr=0.05),
@@ -72,6 +80,7 @@ def train_baseline(name: str, out_dir: Path, *, progress: bool = True) -> dict:
         "recipe": asdict(recipe) | {"optimizer": "SGD", "momentum": 0.9, "lr_schedule": "cosine"},
         "torch": torch.__version__.split("+")[0],
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "command": f"python -m prunelab.baselines {name}",
     }
     (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -95,16 +104,33 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             train_baseline(name, checkpoint_dir(), progress=not args.no_progress)
         return 0
-    same = True
+    passed = True
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             fresh = train_baseline(name, Path(tmp), progress=not args.no_progress)
             committed = json.loads((checkpoint_dir() / f"{name}.json").read_text())
-            match = fresh["sha256"] == committed["sha256"]
-            same &= match
-            print(f"{name}: {'identical to' if match else 'DIFFERENT from'} the committed checkpoint "
-                  f"(accuracy {fresh['test_accuracy']:.4f} vs {committed['test_accuracy']:.4f})")
-    return 0 if same else 1
+            verdict = compare_to_committed(fresh, committed)
+            passed &= verdict.startswith("identical") or verdict.startswith("reproduced")
+            print(f"{name}: {verdict}")
+    return 0 if passed else 1
+
+
+def compare_to_committed(fresh: dict, committed: dict, tolerance: float = ACCURACY_TOLERANCE) -> str:
+    """One line on how a re-trained baseline's record ``fresh`` compares with the ``committed`` one: identical
+    files; reproduced (other bits, test accuracy within ``tolerance``); or NOT reproduced."""
+    delta = fresh["test_accuracy"] - committed["test_accuracy"]
+    accuracies = (f"test accuracy {fresh['test_accuracy']:.4f} vs {committed['test_accuracy']:.4f} committed, "
+                  f"{100 * delta:+.2f} points")
+    if fresh["sha256"] == committed["sha256"]:
+        return f"identical to the committed checkpoint ({accuracies})"
+    def setting(record):
+        return (f"torch {record['torch']}, {record['threads']} threads, "
+                f"{record.get('cpu_capability', 'unrecorded')} kernels")
+    setting = f"here {setting(fresh)}; committed {setting(committed)}"
+    if abs(delta) <= tolerance:
+        return (f"reproduced within the tolerance of {100 * tolerance:.1f} points ({accuracies}); the file differs "
+                f"bit for bit, as expected on another CPU or thread count ({setting})")
+    return f"NOT reproduced: {accuracies}, beyond the tolerance of {100 * tolerance:.1f} points ({setting})"
 
 
 if __name__ == "__main__":

@@ -103,3 +103,16 @@ def test_readme_reports_the_recorded_accuracies():
     for name in BASELINES:
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
         assert row.rstrip(" |").endswith(f"{pl.checkpoint_info(name)['test_accuracy']:.2%}"), row
+
+
+def test_baseline_check_accepts_other_bits_within_the_tolerance_and_says_which():
+    from prunelab.baselines import ACCURACY_TOLERANCE, compare_to_committed
+    committed = pl.checkpoint_info("lenet300")
+    same_file = dict(committed)
+    other_bits = committed | {"sha256": "0" * 64, "threads": 1, "cpu_capability": "AVX2",
+                              "test_accuracy": committed["test_accuracy"] - ACCURACY_TOLERANCE / 2}
+    worse = other_bits | {"test_accuracy": committed["test_accuracy"] - 2 * ACCURACY_TOLERANCE}
+    assert compare_to_committed(same_file, committed).startswith("identical")
+    verdict = compare_to_committed(other_bits, committed)
+    assert verdict.startswith("reproduced within the tolerance") and "1 threads, AVX2 kernels" in verdict
+    assert compare_to_committed(worse, committed).startswith("NOT reproduced")
