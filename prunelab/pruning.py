@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from . import masks as M
 from .data import ImageSet
+from .scores import CALIBRATION_EXAMPLE
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, threshold_from_std
 from .training import _require_image_set
@@ -39,7 +40,6 @@ Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random",
 Scope = Literal["layer", "global"]
 _DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change")
 _UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
-_CALIBRATION = "prunelab.load_fashion_mnist('train').subset(2048)"  # data for the criteria that need it
 
 
 def _check_choice(value, allowed, what):
@@ -92,8 +92,8 @@ def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Cri
         return {name: random_scores(w.shape, seed=seed + i).to(w.device) for i, (name, w) in enumerate(W.items())}
     if data is None:
         raise ValueError(f"The {criterion!r} criterion needs data to compute gradients: pass data=, e.g. "
-                         f"{_CALIBRATION}.")
-    _require_image_set(data, f"The {criterion!r} criterion", _CALIBRATION)
+                         f"{CALIBRATION_EXAMPLE}.")
+    _require_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
     with unmasked(model):
         g = loss_gradients(model, data)
     if criterion == "gradient":
@@ -123,8 +123,8 @@ def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Ten
     from . import data_criteria as D
 
     if data is None:
-        raise ValueError(f"The {criterion!r} criterion needs data: pass data=, e.g. {_CALIBRATION}.")
-    _require_image_set(data, f"The {criterion!r} criterion", _CALIBRATION)
+        raise ValueError(f"The {criterion!r} criterion needs data: pass data=, e.g. {CALIBRATION_EXAMPLE}.")
+    _require_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
     n = min(n_images, len(data))
     with unmasked(model):  # scores from the original weights
         if criterion == "loss_change":

@@ -19,6 +19,8 @@ from .training import _require_image_set, model_device
 
 __all__ = ["magnitude", "gradient_magnitude", "taylor", "unit_norm", "random_scores", "loss_gradients"]
 
+CALIBRATION_EXAMPLE = "prunelab.load_fashion_mnist('train').subset(2048)"  # data for criteria that need it
+
 
 def magnitude(W: Tensor) -> Tensor:
     """|W|, elementwise: small weights matter least (Han et al. 2015)."""
@@ -57,10 +59,9 @@ def loss_gradients(model: nn.Module, data: ImageSet | None, *, n_images: int = 2
     Returns ``{param_name: g}``, g the shape of the weight; for a masked weight, the gradient with respect to
     its effective value (``orig * mask``). The model's weights, gradients and mode are left as they were.
     """
-    example = "prunelab.load_fashion_mnist('train').subset(2048)"
     if data is None:
-        raise ValueError(f"Gradient-based scores need data: pass an ImageSet, e.g. {example}.")
-    _require_image_set(data, "Gradient-based scores", example)
+        raise ValueError(f"Gradient-based scores need data: pass an ImageSet, e.g. {CALIBRATION_EXAMPLE}.")
+    _require_image_set(data, "Gradient-based scores", CALIBRATION_EXAMPLE)
     from .masks import prunable_layers
 
     layers = prunable_layers(model)
