@@ -28,7 +28,9 @@ It prints ``RESULT portability_<notebook>_<config>_seed<k>_failed=<n>`` per run 
 """
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,13 +112,11 @@ def run(path: Path, config: str, seed_offset: int, figures: Path | None = None) 
 
 
 def _strip_ansi(text: str) -> str:
-    import re
     return re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
 
 
 def print_spread(folder: Path, only: list[str]) -> None:
     """For each notebook with figures in ``folder``: every figure that moves, its min and max over the runs."""
-    import json
     runs: dict[str, dict[str, dict]] = {}
     for f in sorted(folder.glob("*.json")):
         stem, config, seed = f.stem.rsplit("_", 2)

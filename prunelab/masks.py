@@ -117,16 +117,14 @@ def reset(model: nn.Module, names: list[str] | None = None) -> nn.Module:
     if isinstance(names, str):
         raise TypeError(f"names must be a list of parameter names, e.g. [{names!r}], not a string.")
     names = masked if names is None else list(dict.fromkeys(names))
-    for name in names:
-        _split(model, name)  # an unknown name: ValueError with a "did you mean"
+    located = [_split(model, name) for name in names]  # an unknown name: ValueError with a "did you mean"
     unmasked = [name for name in names if name not in masked]
     if unmasked:
         have = (f"The masked parameters are {', '.join(masked)}." if masked
                 else f"No parameter of {type(model).__name__} has a mask.")
         raise ValueError(f"Cannot reset {', '.join(map(repr, unmasked))}: no mask to remove. {have} Masks are "
                          "added by prunelab.prune (or prunelab.masks.set_masks).")
-    for name in names:
-        module, tensor_name = _split(model, name)
+    for module, tensor_name in located:
         orig = getattr(module, tensor_name + "_orig")
         _remove_reparametrization(module, tensor_name)
         module.register_parameter(tensor_name, orig)
