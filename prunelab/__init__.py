@@ -43,7 +43,7 @@ from .checkpoints import (
                load_pretrained,
                load_weights,
 )
-from .data import CLASSES, DataFileError, ImageSet, data_root, load_fashion_mnist
+from .data import CLASSES, DataFileError, ImageSet, data_root, load_fashion_mnist, validation_indices
 from .models import (
                MODELS,
                LeNet5,
@@ -100,5 +100,6 @@ __all__ = [
                "shrink",
                "thresholds",
                "train",
+               "validation_indices",
                "weight_sharing",
 ]

@@ -11,13 +11,16 @@ A submission is a file in any of the kit's formats, recognised from its contents
 | ``"deep_compression"`` | ``deep_compression.save_compressed``                 |
 
 ``check_submission`` reads the real size of the file on disk, loads it into a fresh model of the expected
-architecture and measures its test accuracy again on every image of the test set; the file's own claims
-(a sidecar, a header) are never trusted. A model instead of a path is saved densely (``torch.save`` of its
+architecture and measures its accuracy again on every image of the test set; the file's own claims
+(a sidecar, a header) are never trusted. While building, check on ``data="validation"`` (5,000 images held
+out of the training files) and choose on that; the default, the 10,000 test images, gives the final score
+on data no choice was tuned on. A model instead of a path is saved densely (``torch.save`` of its
 effective state dict) to a temporary file and checked as that file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +41,10 @@ Format = Literal["dense", "bitmask", "csr", "quantized", "shared", "deep_compres
 
 @dataclass(frozen=True)
 class ChallengeResult:
-    """What the checker measured: ``bytes`` of the file on disk against ``budget_bytes``; test ``accuracy``
-    (fraction, ``correct`` of ``total`` images) against ``accuracy_floor``; the file's ``format`` and ``path``
-    (None when a model was checked through a temporary file)."""
+    """What the checker measured: ``bytes`` of the file on disk against ``budget_bytes``; ``accuracy``
+    (fraction, ``correct`` of ``total`` images of the split ``scored_on``: "test", "validation" or "given")
+    against ``accuracy_floor``; the file's ``format`` and ``path`` (None when a model was checked through a
+    temporary file)."""
     path: Path | None
     format: Format
     bytes: int
@@ -49,6 +53,7 @@ class ChallengeResult:
     accuracy_floor: float
     correct: int
     total: int
+    scored_on: str = "test"
 
     @property
     def bytes_over(self) -> int:
@@ -84,7 +89,10 @@ class ChallengeResult:
                f"accuracy: {self.accuracy:.2%} is {self.points_under:.2f} points under the floor of "
                f"{self.accuracy_floor:.2%}")
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict} ({self.format} file, {self.correct:,} of {self.total:,} test images right)\n"
+        images = {"test": "test images right: the final score, on data no choice was tuned on",
+                  "validation": "validation images right; the final score is on the test set",
+                  }.get(self.scored_on, "images right")
+        return (f"{verdict} ({self.format} file, {self.correct:,} of {self.total:,} {images})\n"
                 f"  {'✅' if self.fits_budget else '❌'} {size}\n  {'✅' if self.meets_floor else '❌'} {acc}")
 
     def __str__(self) -> str:
@@ -162,28 +170,36 @@ def load_submission(path: str | Path, arch: str = "lenet300") -> tuple[Format, n
 
 
 def check_submission(submission: str | Path | nn.Module, *, budget_bytes: int, accuracy_floor: float,
-                     test_data: ImageSet | None = None, arch: str = "lenet300") -> ChallengeResult:
+                     data: Literal["test", "validation"] | ImageSet = "test",
+                     arch: str = "lenet300") -> ChallengeResult:
     """Check a submission file (or a model, saved densely to a temporary file) against the rules: at most
-    ``budget_bytes`` bytes on disk and test accuracy (fraction) at least ``accuracy_floor`` on ``test_data``
-    (default: the full Fashion-MNIST test set). Returns a ``ChallengeResult``; ``print`` it for the verdict."""
+    ``budget_bytes`` bytes on disk and accuracy (fraction) at least ``accuracy_floor`` on ``data``: the
+    Fashion-MNIST ``"test"`` split (default, the final score), ``"validation"`` (for choosing while you
+    build) or an ``ImageSet``. Returns a ``ChallengeResult``; ``print`` it for the verdict."""
     if not (isinstance(budget_bytes, int) and budget_bytes > 0):
         raise ValueError(f"budget_bytes must be a positive integer number of bytes, got {budget_bytes!r}.")
     if not 0 <= accuracy_floor <= 1:
         raise ValueError(f"accuracy_floor is a fraction in [0, 1] (89% is 0.89), got {accuracy_floor!r}.")
-    test_data = test_data if test_data is not None else load_fashion_mnist("test")
+    if isinstance(data, str):
+        if data not in ("test", "validation"):
+            raise ValueError(f"data must be 'test', 'validation' or an ImageSet, got {data!r}.")
+        scored_on, data = data, load_fashion_mnist(data)
+    elif isinstance(data, ImageSet):
+        scored_on = "given"
+    else:
+        raise TypeError(f"data must be 'test', 'validation' or an ImageSet, got {type(data).__name__}.")
     if isinstance(submission, nn.Module):
         with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
             path = Path(tmp) / "model.pt"
             torch.save(metrics.encode_weights(submission, "dense"), path)
             result = check_submission(path, budget_bytes=budget_bytes, accuracy_floor=accuracy_floor,
-                                      test_data=test_data, arch=arch)
-        return ChallengeResult(None, *[getattr(result, f) for f in ("format", "bytes", "budget_bytes", "accuracy",
-                                                                   "accuracy_floor", "correct", "total")])
+                                      data=data, arch=arch)
+        return dataclasses.replace(result, path=None, scored_on=scored_on)
     if not isinstance(submission, (str, Path)):
         raise TypeError(f"submission must be a file path or an nn.Module, got {type(submission).__name__}.")
     path = _existing(submission)
     size = path.stat().st_size
     format_, model = load_submission(path, arch)
-    result = evaluate(model, test_data)
+    result = evaluate(model, data)
     return ChallengeResult(path, format_, size, budget_bytes, result.accuracy, accuracy_floor, result.correct,
-                           result.total)
+                           result.total, scored_on)

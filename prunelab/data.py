@@ -5,8 +5,13 @@ On load their SHA-256 is checked against ``SHA256SUMS`` beside them, they are un
 themselves (torchvision reads the unpacked files), and torchvision's ``FashionMNIST`` class reads them.
 Nothing here touches the network.
 
-Images stay ``uint8`` in memory (47 MB for the training split) and are normalised per batch:
+Images stay ``uint8`` in memory (47 MB for the training files) and are normalised per batch:
 ``x = (images / 255 - MEAN) / STD``.
+
+Three splits. The files hold 60,000 training and 10,000 test images; prunelab carves a **validation** split
+of 5,000 (the last 500 images of each class, in file order: a fixed rule, no random numbers) out of the
+training files, and ``"train"`` is the other 55,000. Anything a lesson or a learner *chooses* (a threshold,
+per-layer sparsities, a bit width) is chosen on ``"validation"``; ``"test"`` only reports.
 """
 
 from __future__ import annotations
@@ -23,14 +28,17 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "CLASSES", "MEAN", "STD", "DataFileError", "ImageSet", "data_root", "load_fashion_mnist",
+    "CLASSES", "MEAN", "STD", "VALIDATION_PER_CLASS", "DataFileError", "ImageSet", "data_root",
+    "load_fashion_mnist", "validation_indices",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-MEAN, STD = 0.2860, 0.3530  # pixel mean and standard deviation of the training split, in [0, 1] units
+MEAN, STD = 0.2860, 0.3530  # pixel mean and std of the training images, in [0, 1] units (60,000 or 55,000 alike)
+VALIDATION_PER_CLASS = 500  # images of each class moved from the training files to the validation split
 
-Split = Literal["train", "test"]
+Split = Literal["train", "validation", "test"]
+SPLITS = ("train", "validation", "test")
 _FILE_STEM = {"train": "train", "test": "t10k"}
 _RESTORE_HINT = (
     "Restore it from the repository with `git checkout -- {path}` (run in the prunelab folder), "
@@ -123,22 +131,33 @@ def verified_raw_folder(root: Path) -> Path:
 class ImageSet:
     """One split held in memory.
 
-    ``images``: uint8 [N, 28, 28]; ``labels``: int64 [N]; ``classes``: the N_classes class names.
+    ``images``: uint8 [N, 28, 28]; ``labels``: int64 [N]; ``classes``: the N_classes class names; ``name``:
+    the split it came from ("train", "validation", "test"; "" for images from elsewhere), used in labels such
+    as "validation accuracy".
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, classes: tuple[str, ...] = CLASSES):
+    def __init__(self, images: Tensor, labels: Tensor, classes: tuple[str, ...] = CLASSES, name: str = ""):
         if images.dtype != torch.uint8 or images.dim() != 3:
             raise ValueError(f"images must be uint8 [N, H, W], got {images.dtype} {list(images.shape)}")
         if labels.shape != images.shape[:1]:
             raise ValueError(f"labels must have shape [{len(images)}], got {list(labels.shape)}")
-        self.images, self.labels, self.classes = images, labels.long(), tuple(classes)
+        self.images, self.labels, self.classes, self.name = images, labels.long(), tuple(classes), name
         self._normalized: dict[torch.device, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __repr__(self) -> str:
-        return f"ImageSet({len(self)} images of {list(self.images.shape[1:])}, {len(self.classes)} classes)"
+        name = f"{self.name!r}, " if self.name else ""
+        return f"ImageSet({name}{len(self)} images of {list(self.images.shape[1:])}, {len(self.classes)} classes)"
+
+    def accuracy_label(self) -> str:
+        """"validation accuracy", "test accuracy", ... or plain "accuracy" for unnamed images."""
+        return f"{self.name} accuracy" if self.name else "accuracy"
+
+    def images_label(self, n: int | None = None) -> str:
+        """"5,000 validation images" (``n`` defaults to all of them), or "5,000 images" when unnamed."""
+        return f"{len(self) if n is None else n:,} {self.name + ' ' if self.name else ''}images"
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 [B, H, W] -> float32 [B, 1, H, W], ``(images / 255 - MEAN) / STD``."""
@@ -177,22 +196,35 @@ class ImageSet:
         if not 1 <= n <= len(self):
             raise ValueError(f"n must be between 1 and {len(self)}, got {n}")
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageSet(self.images[idx], self.labels[idx], self.classes)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name)
 
 
 _cache: dict[tuple, ImageSet] = {}
 
 
+def validation_indices(labels: Tensor, per_class: int = VALIDATION_PER_CLASS) -> Tensor:
+    """Indices (int64 [K * per_class], ascending) of the last ``per_class`` images of each of the K classes
+    in ``labels`` (int64 [N], file order): the validation split's rule. Deterministic on every machine."""
+    picked = []
+    for c in labels.unique().tolist():
+        where = (labels == c).nonzero().flatten()
+        if len(where) < per_class:
+            raise ValueError(f"class {c} has only {len(where)} images, fewer than the {per_class} to hold out")
+        picked.append(where[-per_class:])
+    return torch.cat(picked).sort().values
+
+
 def load_fashion_mnist(split: Split = "train", root: str | Path | None = None) -> ImageSet:
-    """Load a Fashion-MNIST split (``"train"``: 60,000 images, ``"test"``: 10,000) from local files.
+    """Load a Fashion-MNIST split from local files: ``"train"`` (55,000 images), ``"validation"`` (5,000, held
+    out of the training files by ``validation_indices``) or ``"test"`` (10,000).
 
     Checks every file's SHA-256 and reads it through ``torchvision.datasets.FashionMNIST``
     (``download=False``). Repeated calls with unchanged files return the same cached ``ImageSet``, so
     treat its tensors as read-only (``subset`` and ``batches`` make copies).
     Raises ``DataFileError`` naming the missing or corrupt file and how to restore it.
     """
-    if split not in _FILE_STEM:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of 'train', 'validation', 'test'; got {split!r}")
     root = Path(root) if root is not None else data_root()
     raw = verified_raw_folder(root)
     stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(raw.glob("*")))
@@ -200,6 +232,12 @@ def load_fashion_mnist(split: Split = "train", root: str | Path | None = None) -
     if key not in _cache:
         from torchvision.datasets import FashionMNIST  # imported here: it is slow to import
 
-        ds = FashionMNIST(str(root), train=(split == "train"), download=False)
-        _cache[key] = ImageSet(ds.data, ds.targets, tuple(ds.classes))
+        ds = FashionMNIST(str(root), train=(split != "test"), download=False)
+        images, labels = ds.data, ds.targets
+        if split != "test":
+            held_out = torch.zeros(len(labels), dtype=torch.bool)
+            held_out[validation_indices(labels)] = True
+            keep = held_out if split == "validation" else ~held_out
+            images, labels = images[keep], labels[keep]
+        _cache[key] = ImageSet(images, labels, tuple(ds.classes), split)
     return _cache[key]

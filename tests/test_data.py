@@ -15,9 +15,9 @@ def digest(path):
 
 
 def test_splits_have_the_documented_shapes_and_balanced_classes(train_set, test_set):
-    assert train_set.images.shape == (60_000, 28, 28) and test_set.images.shape == (10_000, 28, 28)
+    assert train_set.images.shape == (55_000, 28, 28) and test_set.images.shape == (10_000, 28, 28)
     assert train_set.images.dtype == torch.uint8  # kept compact in memory
-    assert train_set.labels.bincount().tolist() == [6000] * 10
+    assert train_set.labels.bincount().tolist() == [5500] * 10
     assert test_set.labels.bincount().tolist() == [1000] * 10
     assert train_set.classes == pl.CLASSES
 
@@ -79,8 +79,31 @@ def test_prunelab_data_variable_moves_the_data_root(data_copy, monkeypatch):
 
 
 def test_unknown_split_is_rejected():
-    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
-        pl.load_fashion_mnist("validation")
+    with pytest.raises(ValueError, match="split must be one of 'train', 'validation', 'test'"):
+        pl.load_fashion_mnist("val")
+
+
+def test_validation_is_carved_from_the_training_files_by_a_fixed_rule(train_set):
+    validation = pl.load_fashion_mnist("validation")
+    assert len(train_set) == 55_000 and len(validation) == 5_000
+    assert torch.bincount(validation.labels).tolist() == [500] * 10
+    # together they are the 60,000 training images, each exactly once, in a rule-given (not random) order
+    from torchvision.datasets import FashionMNIST
+
+    files = FashionMNIST(str(pl.data_root()), train=True, download=False)
+    held_out = pl.validation_indices(files.targets)
+    assert torch.equal(validation.images, files.data[held_out])
+    rest = torch.ones(len(files.targets), dtype=torch.bool)
+    rest[held_out] = False
+    assert torch.equal(train_set.images, files.data[rest])
+    for c in range(10):  # the last 500 of each class in file order
+        where = (files.targets == c).nonzero().flatten()
+        assert torch.equal(held_out[files.targets[held_out] == c], where[-500:])
+
+
+def test_validation_indices_need_enough_images_per_class():
+    with pytest.raises(ValueError, match="class 1 has only 2 images"):
+        pl.validation_indices(torch.tensor([0, 0, 0, 1, 1]), per_class=3)
 
 
 def test_normalisation_matches_torchvisions_transforms(test_set):
@@ -122,3 +145,13 @@ def test_cached_images_serve_gradients_after_an_evaluation():
     loss = torch.nn.functional.cross_entropy(model(data.normalized()), data.labels)
     loss.backward()
     assert model.fc1.weight.grad is not None
+
+
+def test_splits_are_named_for_labels(test_set):
+    validation = pl.load_fashion_mnist("validation")
+    assert (test_set.name, validation.name) == ("test", "validation")
+    assert validation.subset(100).accuracy_label() == "validation accuracy"
+    assert validation.images_label() == "5,000 validation images" and test_set.images_label(10) == "10 test images"
+    unnamed = pl.ImageSet(test_set.images[:3], test_set.labels[:3])
+    assert unnamed.accuracy_label() == "accuracy" and unnamed.images_label() == "3 images"
+    assert repr(validation) == "ImageSet('validation', 5000 images of [28, 28], 10 classes)"

@@ -47,6 +47,8 @@ def test_one_dial_moves_its_marker_and_alone_measures_its_own_curve(explorer, sm
     assert explorer.kept == 235200 - round(0.9 * 235200) + 30000 + 1000
     assert explorer.image.value != before and explorer.image.value[:4] == b"\x89PNG"
     assert f"{explorer.accuracy:.2%}" in explorer.readout.value and "prunelab-accuracy" in explorer.readout.value
+    # the readout names the split it measures on (the notebook gives it the validation split, for choosing)
+    assert f"test accuracy, all dials together: <b>{explorer.accuracy:.2%}" in explorer.readout.value
 
 
 def test_dials_together_are_measured_and_compared_with_the_sum_of_drops(explorer, small_test, curves):

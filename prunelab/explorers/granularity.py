@@ -110,7 +110,7 @@ class GranularityExplorer(Explorer):
                           for name, layer in self.layers.items()}
         kinds = sorted(set(self.unit_name.values()), reverse=True)
         self.unit_label = " / ".join(kinds)                      # "neurons", "channels" or "neurons / channels"
-        self.n_test = len(test_data)
+        self.data, self.n_test = test_data, len(test_data)
         self.latency_repeats = latency_repeats
         self.zoom_shape = zoom
 
@@ -413,15 +413,16 @@ class GranularityExplorer(Explorer):
                         f"<td class='prunelab-accuracy'><b>{acc:.2%}</b>{mark} ({100 * (acc - self.baseline):+.2f})</td>"
                         f"<td>{self._latency_text(g)}</td></tr>")
         if all(self.accuracy_is_exact.values()):
-            where = f"on all {self.n_test:,} test images"
+            where = f"on all {self.data.images_label()}"
         else:
-            where = (f"≈: estimate on {self.n_estimate:,} test images; "
+            where = (f"≈: estimate on {self.data.images_label(self.n_estimate)}; "
                      "the exact figure follows when the slider rests")
         others = [name for name in M.prunable_layers(self.dense) if name not in self.layers]
         self.readout.value = (
             "<table style='font-family:monospace;font-size:12px'>"
             f"<tr><th align=left>granularity</th><th align=left>what goes at s = {s:.2f}</th>"
-            "<th align=left>sparsity reached</th><th align=left>test accuracy (Δ points)</th>"
+            "<th align=left>sparsity reached</th>"
+            f"<th align=left>{self.data.accuracy_label()} (Δ points)</th>"
             f"<th align=left>CPU latency, batch of {len(self._latency_x)}</th></tr>" + "".join(rows) + "</table>"
             f"<div>accuracy {where}; dense baseline {self.baseline:.2%}. Sparsity over the pruned layers "
             f"({', '.join(self.layers)}){'; left dense: ' + ', '.join(others) if others else ''}.</div>"

@@ -134,7 +134,7 @@ class QuantizationExplorer(Explorer):
         self.exact_while_moving = self.exact.seconds <= exact_budget
         self.estimate = (None if self.exact_while_moving else LiveAccuracy(
             self.quantized_model, test_data.subset(min(estimate_images, len(test_data)), seed=0)))
-        self.n_test, self.n_estimate = len(test_data), min(estimate_images, len(test_data))
+        self.data, self.n_estimate = test_data, min(estimate_images, len(test_data))
 
         style = {"description_width": "initial"}
         self.bits = widgets.SelectionSlider(options=[(str(b), b) for b in range(1, 9)] + [("32 (float)", FLOAT)],
@@ -362,8 +362,8 @@ class QuantizationExplorer(Explorer):
         if r is None:
             head = ("<div><b>float32</b>: the original weights (no quantization). Move the bits slider to "
                     "quantize.</div>")
-            accuracy = (f"<div class='prunelab-accuracy'>test accuracy: <b>{self.baseline:.2%}</b> (float32, "
-                        f"all {self.n_test:,} test images)</div>")
+            accuracy = (f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{self.baseline:.2%}</b> "
+                        f"(float32, all {self.data.images_label()})</div>")
             size = f"<div>float32 file: {self.float_bytes:,} bytes</div>"
             rows = ""
         else:
@@ -384,10 +384,12 @@ class QuantizationExplorer(Explorer):
             rows = ("<table style='font-family:monospace;font-size:12px'><tr><th align=left>layer</th>"
                     "<th align=left>weights</th><th align=left>levels</th><th align=left>RMS error</th>"
                     "<th align=left>max |r − r̂|</th></tr>" + rows + "</table>")
-            where = (f"all {self.n_test:,} test images" if r.accuracy_is_exact else
-                     f"<i>estimate on {self.n_estimate:,} test images; the exact figure follows when the slider rests</i>")
-            accuracy = (f"<div class='prunelab-accuracy'>test accuracy: <b>{r.accuracy:.2%}</b> ({where}); "
-                        f"float32 {self.baseline:.2%}, change {100 * (r.accuracy - self.baseline):+.2f} points</div>")
+            where = (f"all {self.data.images_label()}" if r.accuracy_is_exact else
+                     f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when the "
+                     "slider rests</i>")
+            accuracy = (f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{r.accuracy:.2%}</b> "
+                        f"({where}); float32 {self.baseline:.2%}, "
+                        f"change {100 * (r.accuracy - self.baseline):+.2f} points</div>")
             if r.file_bytes is None:
                 size = f"<div>real {s.bits}-bit file: <i>measuring…</i>; float32 file {self.float_bytes:,} bytes</div>"
             else:

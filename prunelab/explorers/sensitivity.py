@@ -2,9 +2,9 @@
 dial per layer, and what all the dials do together.
 
 The curves are measured once, at construction (``prunelab.sensitivity.sensitivity_scan``, about a second
-for LeNet-300-100 on all 10,000 test images), or passed in. Moving a dial sets that layer's mask
+for LeNet-300-100 on all 5,000 validation images), or passed in. Moving a dial sets that layer's mask
 (``RankedLayer``: scores sorted once, one scatter per move) and moves its marker along its curve; the
-readout then compares the test accuracy of all the dials applied together, measured, with the
+readout then compares the accuracy of all the dials applied together, measured, with the
 sum-of-drops prediction a_0 − Σ_L (a_0 − a_L(s_L)). "fit budget" sets the dials by
 ``prunelab.sensitivity.allocate_sparsity`` for the fraction of weights to keep.
 
@@ -36,7 +36,8 @@ __all__ = ["SensitivityExplorer"]
 class SensitivityExplorer(Explorer):
     """Per-layer sensitivity curves with one sparsity dial per layer; prunes ``model`` in place, non-destructively.
 
-    - ``test_data``: where the curves (unless ``curves`` is given) and the combined accuracy are measured:
+    - ``data``: where the curves (unless ``curves`` is given) and the combined accuracy are measured (the
+      validation split when the dials are for choosing a sparsity per layer; labelled by ``data.name``):
       all of it, every event, when that takes ≤ ``exact_budget`` seconds; otherwise an estimate on
       ``estimate_images`` images while a dial moves and the exact figure once it rests, each labelled.
     - ``curves``: a ``SensitivityCurves`` to show (its layers, criterion and granularity are used);
@@ -48,7 +49,7 @@ class SensitivityExplorer(Explorer):
     ``predicted`` (sum of drops), ``allocation`` (the last budget fit, or None).
     """
 
-    def __init__(self, model: nn.Module, test_data: ImageSet, *, curves: SensitivityCurves | None = None,
+    def __init__(self, model: nn.Module, data: ImageSet, *, curves: SensitivityCurves | None = None,
                  sparsities=DEFAULT_SPARSITIES, layers: list[str] | None = None,
                  criterion: Criterion = "magnitude", granularity: ScanGranularity = "weight",
                  calibration_data: ImageSet | None = None, exact_budget: float = 0.1,
@@ -60,7 +61,7 @@ class SensitivityExplorer(Explorer):
             raise ValueError(f"The model already carries masks on {masked}; the curves and dials start from "
                              "dense layers. Call prunelab.masks.reset(model) first.")
         if curves is None:
-            curves = sensitivity_scan(model, test_data, sparsities, layers=layers, criterion=criterion,
+            curves = sensitivity_scan(model, data, sparsities, layers=layers, criterion=criterion,
                                       granularity=granularity, calibration_data=calibration_data)
         self.model, self.curves = model, curves
         self.ranked = ranked_layers(model, curves.layers, criterion=curves.criterion,
@@ -69,14 +70,15 @@ class SensitivityExplorer(Explorer):
         self.allocation: Allocation | None = None
         self._masked: set[str] = set()
 
-        self.exact = LiveAccuracy(model, test_data)
+        self.data = data
+        self.exact = LiveAccuracy(model, data)
         self.baseline = self.exact.accuracy()      # also fills the activation cache
         if self.exact.seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
             self.exact.accuracy(None)
         self.exact_while_moving = self.exact.seconds <= exact_budget
         self.estimate = (None if self.exact_while_moving
-                         else LiveAccuracy(model, test_data.subset(estimate_images, seed=0)))
-        self.n_test, self.n_estimate = len(test_data), min(estimate_images, len(test_data))
+                         else LiveAccuracy(model, data.subset(estimate_images, seed=0)))
+        self.n_estimate = min(estimate_images, len(data))
         self.accuracy, self.accuracy_is_exact = self.baseline, True
         self._changed_since_exact: list[str] | None = []
 
@@ -200,7 +202,7 @@ class SensitivityExplorer(Explorer):
                 ax.set_xlim(-0.02, curves.sparsities[-1] + 0.02)
                 ax.grid(alpha=0.3)
             axes[0].set_ylim(0, 1)
-            axes[0].set_ylabel(f"test accuracy ({curves.n_images:,} images)")
+            axes[0].set_ylabel(f"{self.data.accuracy_label()} ({curves.n_images:,} images)")
             axes[0].legend(loc="lower left", fontsize=7, frameon=False)
         self.renderer = FigureImage(self.fig, [*self.markers.values(), *self.measured_lines.values(),
                                                *self.predicted_lines.values()])
@@ -223,8 +225,9 @@ class SensitivityExplorer(Explorer):
                         f"<td>{kept:,} / {curves.weights[name]:,}</td>"
                         f"<td>{curves.accuracy_at(name, s):.2%}</td><td>{100 * curves.drop(name, s):+.2f}</td></tr>")
         kept, total = self.kept, curves.total
-        where = (f"all {self.n_test:,} test images" if self.accuracy_is_exact else
-                 f"<i>estimate on {self.n_estimate:,} test images; the exact figure follows when the dials rest</i>")
+        where = (f"all {self.data.images_label()}" if self.accuracy_is_exact else
+                 f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when the dials "
+                 "rest</i>")
         fit = ""
         if self.allocation is not None:
             fit = (f"<div>dials set by allocate_sparsity for a budget of {self.allocation.budget:,} weights "
@@ -237,7 +240,8 @@ class SensitivityExplorer(Explorer):
             f"{total / max(kept, 1):.1f}× smaller)</td><td></td>"
             f"<td>Σ {100 * (curves.baseline - predicted):+.2f}</td></tr></table>{fit}"
             f"<div>sum-of-drops prediction: <b>{predicted:.2%}</b> (dense {self.baseline:.2%})</div>"
-            f"<div class='prunelab-accuracy'>test accuracy, all dials together: <b>{self.accuracy:.2%}</b> "
+            f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}, all dials together: "
+            f"<b>{self.accuracy:.2%}</b> "
             f"({where}); measured − predicted {100 * (self.accuracy - predicted):+.2f} points</div>")
 
     # ------------------------------------------------------------------ reset

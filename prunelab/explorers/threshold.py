@@ -104,7 +104,7 @@ class ThresholdExplorer(Explorer):
         self.exact_while_moving = self.exact.seconds <= exact_budget
         self.estimate = (None if self.exact_while_moving
                          else LiveAccuracy(model, test_data.subset(min(estimate_images, len(test_data)), seed=0)))
-        self.n_test, self.n_estimate = len(test_data), min(estimate_images, len(test_data))
+        self.data, self.n_estimate = test_data, min(estimate_images, len(test_data))
         self.accuracy, self.accuracy_is_exact = self.baseline, True
         self._changed_since_exact: list[str] | None = []
 
@@ -341,8 +341,9 @@ class ThresholdExplorer(Explorer):
                         f"<td>{1 - kept / total:.1%}</td></tr>")
         other = sum(p.numel() for p in self.model.parameters()) - total_all   # biases, BatchNorm, other layers
         delta = 100 * (self.accuracy - self.baseline)
-        where = (f"all {self.n_test:,} test images" if self.accuracy_is_exact
-                 else f"<i>estimate on {self.n_estimate:,} test images; the exact figure follows when the slider rests</i>")
+        where = (f"all {self.data.images_label()}" if self.accuracy_is_exact
+                 else f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when the "
+                      "slider rests</i>")
         self.readout.value = (
             "<table style='font-family:monospace;font-size:12px'>"
             "<tr><th align=left>layer</th><th align=left>v_thr</th><th align=left>weights kept</th>"
@@ -351,7 +352,7 @@ class ThresholdExplorer(Explorer):
             f"<td><b>{1 - kept_all / total_all:.1%}</b></td></tr></table>"
             f"<div>nonzero parameters: <b>{kept_all + other:,}</b> of {total_all + other:,} "
             f"(weights of the pruned layers plus {other:,} others)</div>"
-            f"<div class='prunelab-accuracy'>test accuracy: <b>{self.accuracy:.2%}</b> ({where}); "
+            f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{self.accuracy:.2%}</b> ({where}); "
             f"baseline {self.baseline:.2%}, change {delta:+.2f} points</div>")
 
     # ------------------------------------------------------------------ reset
