@@ -1,19 +1,18 @@
 """Knowledge distillation on Fashion-MNIST: does LeNet-300-100 teach a 784-30-10 student anything?
 
-Teacher: ``pl.load_pretrained("lenet300")`` (266,610 parameters, 90.27% test accuracy). Student:
+Teacher: ``pl.load_pretrained("lenet300")`` (266,610 parameters, trained by ``prunelab.baselines``). Student:
 ``prunelab.distillation.student_mlp(30)`` (23,860 parameters, 11x fewer). With and without the teacher, the
 students get the same initial weights, epochs, lr, batch size, batch order (seed) and schedule (the teacher's
 recipe: SGD momentum 0.9, weight decay 5e-4, cosine from lr); only the loss differs.
 
-Each part first chooses T and α without the test set: students train on part of the 50,000 training images
-left after holding out 10,000, for every T in --temperatures and α in --alphas and for α = 0 (plain
-cross-entropy), with the first seed; the best held-out accuracy wins. (The held-out images are never shown to
-the student, but the teacher was trained on all 60,000, as a real teacher would be; only the test set is clean.)
-Then the best (T, α) against plain training, for each of --seeds: test accuracy per seed, mean and range.
+Each part first chooses T and α without the test set: students train on the training split for every T in
+--temperatures and α in --alphas and for α = 0 (plain cross-entropy), with the first seed, and the best
+accuracy on the 5,000-image validation split wins (neither teacher nor student ever trained on it). Then the
+best (T, α) against plain training, for each of --seeds: test accuracy per seed, mean and range.
 
-1. Full training set: 50,000 images for the sweep, all 60,000 for the comparison, --epochs epochs.
+1. Full training set: all 55,000 training images, --epochs epochs.
 2. Data-limited: the student sees only --small images (a random subset) for --small-epochs epochs; the teacher
-   still knows all 60,000. This is where a teacher is expected to help most.
+   still knows all 55,000. This is where a teacher is expected to help most.
 
 Also printed: how confident the teacher is on the training images (its mean probability for the true class at
 each T); near 1 at T = 1, its soft targets carry little beyond the labels.
@@ -31,16 +30,8 @@ import torch
 
 import prunelab as pl
 from prunelab import distillation as D
-from prunelab.data import ImageSet
 
 RECIPE = {"lr": 0.05, "batch_size": 128, "momentum": 0.9, "weight_decay": 5e-4, "lr_schedule": "cosine"}
-
-
-def split(data: ImageSet, n_held_out: int, seed: int = 0) -> tuple[ImageSet, ImageSet]:
-    """(train part, held-out part): a random split of ``data``, the same for the same seed."""
-    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    held, rest = idx[:n_held_out], idx[n_held_out:]
-    return ImageSet(data.images[rest], data.labels[rest]), ImageSet(data.images[held], data.labels[held])
 
 
 def run(teacher, train_data, eval_data, *, T, alpha, epochs, seed, hidden):
@@ -59,22 +50,23 @@ def teacher_confidence(teacher, data, temperatures):
     return {T: float(D.soft_targets(z_t, T)[rows, data.labels].mean()) for T in temperatures}
 
 
-def compare(name, teacher, fit, held_out, train_data, test_set, args, epochs):
-    """Sweep (T, α) on fit -> held_out with the first seed, then the best against plain training on
-    train_data -> test_set for every seed. Returns {RESULT name: value}."""
+def compare(name, teacher, train_data, validation_set, test_set, args, epochs):
+    """Sweep (T, α) on train_data -> validation_set with the first seed, then the best against plain training
+    on train_data -> test_set for every seed. Returns {RESULT name: value}."""
     run_ = functools.partial(run, teacher, epochs=epochs, hidden=args.hidden)
     seed0 = args.seeds[0]
-    print(f"   sweep: train on {len(fit):,}, accuracy on {len(held_out):,} held-out training images, seed {seed0}")
-    baseline = run_(fit, held_out, T=1.0, alpha=0.0, seed=seed0)
-    print(f"   no teacher (alpha=0)  held-out accuracy {baseline:.4f}")
+    print(f"   sweep: train on {len(train_data):,}, accuracy on {len(validation_set):,} validation images, "
+          f"seed {seed0}")
+    baseline = run_(train_data, validation_set, T=1.0, alpha=0.0, seed=seed0)
+    print(f"   no teacher (alpha=0)  validation accuracy {baseline:.4f}")
     sweep = {}
     for T in args.temperatures:
         for alpha in args.alphas:
-            sweep[(T, alpha)] = run_(fit, held_out, T=T, alpha=alpha, seed=seed0)
-            print(f"   T={T:<4g} alpha={alpha:<4g}  held-out accuracy {sweep[(T, alpha)]:.4f} "
+            sweep[(T, alpha)] = run_(train_data, validation_set, T=T, alpha=alpha, seed=seed0)
+            print(f"   T={T:<4g} alpha={alpha:<4g}  validation accuracy {sweep[(T, alpha)]:.4f} "
                   f"({sweep[(T, alpha)] - baseline:+.4f})")
     T, alpha = max(sweep, key=sweep.get)
-    print(f"   best on the held-out split: T={T:g}, alpha={alpha:g}")
+    print(f"   best on the validation split: T={T:g}, alpha={alpha:g}")
     print(f"   then: train on {len(train_data):,}, test set ({len(test_set):,}), T={T:g}, alpha={alpha:g}")
     plain, distilled = [], []
     for seed in args.seeds:
@@ -107,10 +99,10 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     teacher = pl.load_pretrained("lenet300")
     train_set, test_set = pl.load_fashion_mnist("train"), pl.load_fashion_mnist("test")
-    fit, held_out = split(train_set, 10_000)
+    validation_set = pl.load_fashion_mnist("validation")
     print(f"teacher lenet300: {pl.count_parameters(teacher):,} parameters, test accuracy "
-          f"{pl.evaluate(teacher, test_set).accuracy:.4f}, held-out (seen in its training) "
-          f"{pl.evaluate(teacher, held_out).accuracy:.4f}")
+          f"{pl.evaluate(teacher, test_set).accuracy:.4f}, "
+          f"validation {pl.evaluate(teacher, validation_set).accuracy:.4f}")
     confidence = teacher_confidence(teacher, train_set, args.temperatures)
     print("teacher's mean p(true class) on the training images: "
           + ", ".join(f"T={T:g}: {p:.3f}" for T, p in confidence.items()))
@@ -119,12 +111,12 @@ def main():
     results = {"distill_student_parameters": (str(student_params), "count")}
 
     print(f"\n1. full training set, {args.epochs} epochs")
-    results |= compare("full", teacher, fit, held_out, train_set, test_set, args, args.epochs)
+    results |= compare("full", teacher, train_set, validation_set, test_set, args, args.epochs)
     if args.small:
         print(f"\n2. data-limited: the student sees {args.small:,} training images ({args.small_epochs} epochs); "
-              "the teacher was trained on all 60,000")
-        results |= compare(f"small{args.small}", teacher, fit.subset(args.small, seed=0), held_out,
-                           train_set.subset(args.small, seed=0), test_set, args, args.small_epochs)
+              f"the teacher was trained on all {len(train_set):,}")
+        results |= compare(f"small{args.small}", teacher, train_set.subset(args.small, seed=0), validation_set,
+                           test_set, args, args.small_epochs)
     print(f"total {time.perf_counter() - start:.0f} s")
     for key, (value, unit) in results.items():
         print(f"RESULT {key}={value} unit={unit} target=reference")
