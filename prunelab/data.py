@@ -22,7 +22,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -38,7 +38,7 @@ MEAN, STD = 0.2860, 0.3530  # pixel mean and std of the training images, in [0, 
 VALIDATION_PER_CLASS = 500  # images of each class moved from the training files to the validation split
 
 Split = Literal["train", "validation", "test"]
-SPLITS = ("train", "validation", "test")
+SPLITS: tuple[str, ...] = get_args(Split)  # ("train", "validation", "test"), the names load_fashion_mnist takes
 _FILE_STEM = {"train": "train", "test": "t10k"}
 _RESTORE_HINT = (
     "Restore it from the repository with `git checkout -- {path}` (run in the prunelab folder), "
