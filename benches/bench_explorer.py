@@ -89,7 +89,7 @@ def main() -> None:
     t_acc, t_png = [], []
     for v in values:
         explorer.slider.value = float(v)
-        t_acc.append(explorer.exact.seconds)
+        t_acc.append(explorer.meter.exact.seconds)
         start = time.perf_counter()
         explorer.renderer.png()
         t_png.append(time.perf_counter() - start)

@@ -67,7 +67,7 @@ def kernel_figures(home: Path, kernel_id: str) -> dict:
     client.start_channels()
     try:
         expr = ("__import__('json').dumps({'event_seconds': explorer.event_seconds, "
-                "'exact_while_moving': explorer.exact_while_moving, 'exact_seconds': explorer.exact.seconds, "
+                "'exact_while_moving': explorer.meter.exact_while_moving, 'exact_seconds': explorer.meter.exact.seconds, "
                 "'slider': explorer.slider.value, 'accuracy': explorer.accuracy, 'error': repr(explorer.error)})")
         reply = client.execute_interactive("", silent=True, store_history=False, user_expressions={"r": expr},
                                            timeout=60)

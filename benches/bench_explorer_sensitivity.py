@@ -50,7 +50,7 @@ def main() -> None:
           f"median {np.median(scans):.2f} s of {[round(s, 2) for s in scans]} ({load()})")
 
     explorer = SensitivityExplorer(model, test, curves=curves, exact_budget=float("inf"))   # exact every event
-    print(f"one full accuracy pass: {1000 * explorer.exact.seconds:.0f} ms")
+    print(f"one full accuracy pass: {1000 * explorer.meter.exact.seconds:.0f} ms")
     rng = np.random.default_rng(0)
     results = {}
     for name in explorer.dials:

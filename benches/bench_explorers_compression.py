@@ -67,7 +67,7 @@ async def main():
         g = GranularityExplorer(model, test, exact_budget=budget)
         init = time.perf_counter() - start
         g.settle()
-        mode = "exact" if g.exact_while_moving else f"estimate on {g.n_estimate} images, exact later"
+        mode = "exact" if g.meters["weight"].exact_while_moving else f"estimate on {g.meters['weight'].n_estimate} images, exact later"
         t = await sweep(g, g.slider, values + random_values)
         print(f"{label:28s} [{mode}] init {init:.1f} s; slider event: {stats(t)}   ({load()})")
         if budget == 0.03:
@@ -79,7 +79,7 @@ async def main():
     start = time.perf_counter()
     q = QuantizationExplorer(model, test)
     init = time.perf_counter() - start
-    mode = "exact" if q.exact_while_moving else f"estimate on {q.n_estimate} images, exact later"
+    mode = "exact" if q.meter.exact_while_moving else f"estimate on {q.meter.n_estimate} images, exact later"
     print(f"init {init:.1f} s, accuracy mode: {mode}")
     bits = list(range(8, 0, -1)) + list(range(1, 9))
     first = await sweep(q, q.bits, bits[:8])

@@ -12,7 +12,7 @@ the same overall sparsity is printed for comparison. Deterministic: fixed seeds,
 import time
 
 import prunelab as pl
-from prunelab.masks import get_masks, sparsity_of
+from prunelab.masks import get_masks, mask_sparsity
 from prunelab.schedules import iterative_pruning
 
 FINAL = {"fc1": 0.923, "fc2": 0.91, "fc3": 0.74}  # Han et al.'s Table 4 proportions, 8.0% of weights kept
@@ -39,10 +39,10 @@ print(f"baseline LeNet-300-100: {baseline:.2%} test accuracy, 266,200 weights")
 results = {}
 layer_schedule = per_layer_schedule(FINAL, ROUNDS)
 model, history, seconds = run(layer_schedule, scope="layer")
-final_sparsity = sparsity_of(get_masks(model))
+final_sparsity = mask_sparsity(get_masks(model))
 results["layer"] = (history[-1].accuracy_tuned, final_sparsity)
 model_g, history_g, seconds_g = run([h.sparsity for h in history], scope="global")
-results["global"] = (history_g[-1].accuracy_tuned, sparsity_of(get_masks(model_g)))
+results["global"] = (history_g[-1].accuracy_tuned, mask_sparsity(get_masks(model_g)))
 
 print(f"\naccuracy vs remaining weights (layer-wise, Han et al.'s proportions; {seconds:.0f} s):")
 print(f"{'round':>5} {'weights left':>12} {'after pruning':>14} {'after fine-tuning':>18}")

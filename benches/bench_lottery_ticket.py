@@ -12,7 +12,7 @@ The paper's claim: the rewound ticket trains to a higher accuracy than the same 
 """
 
 import prunelab as pl
-from prunelab.masks import get_masks, sparsity_of
+from prunelab.masks import get_masks, mask_sparsity
 from prunelab.pruning import prune
 from prunelab.resets import random_reinit, rewind, snapshot_weights
 
@@ -32,7 +32,7 @@ for reset in ("rewind to θ0 (ticket)", "random re-init"):
     logs = pl.train(model, train_set, epochs=EPOCHS, lr=LR, weight_decay=5e-4, lr_schedule="cosine", seed=0,
                     test_data=test_set, progress=False)
     results[reset] = [log.test_accuracy for log in logs]
-kept = 1 - sparsity_of(get_masks(model))
+kept = 1 - mask_sparsity(get_masks(model))
 
 print(f"weights kept: {kept:.1%}; {EPOCHS} epochs of SGD from each start, same mask, same data order")
 print(f"{'epoch':>5} " + " ".join(f"{name:>22}" for name in results))

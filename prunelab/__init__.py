@@ -3,24 +3,34 @@
 The package holds the logic; the notebooks hold the story and the knobs. Start with
 ``load_fashion_mnist``, ``load_pretrained``, ``train``, ``evaluate`` and ``prune``.
 
-One concept per module: ``scores`` (importance criteria from weights), ``data_criteria`` (from activations and the measured
-loss change), ``thresholds`` (v_thr and M = scores > v_thr),
-``masks`` (non-destructive masks in torch.nn.utils.prune's format), ``pruning`` (granularity and scope),
-``schedules`` (one-shot, iterative, gradual), ``resets`` (rewind, re-init), ``regularization`` (L1, group
-lasso), ``shrink`` (structured pruning that really removes units), ``metrics`` (sparsity, parameters, MACs,
-bytes, latency), ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
-``distillation`` (teacher → student soft targets), ``lowrank`` (truncated-SVD factorisation), ``encoding``
-(Huffman codes, relative indices), ``deep_compression`` (prune → share → Huffman, measured on files),
-``live_accuracy`` (test accuracy per slider move), ``exercises`` (checked exercises). The interactive
-explorers live in ``prunelab.explorers`` (imported on demand: it needs ipywidgets).
-"""
+One concept per module, in four layers; a module imports only from its own layer and the ones above it
+(``tests/test_layers.py`` checks it):
 
+- **the kit**: ``data`` (Fashion-MNIST, the splits), ``models``, ``training`` (train, evaluate), ``checkpoints``,
+  ``masks`` (non-destructive masks in torch.nn.utils.prune's format; the effective weight ``orig * mask``),
+  ``graph`` (the traced graph every structural question goes through),
+  ``metrics`` (sparsity, parameters, MACs, bytes, latency), ``live_accuracy`` (accuracy per slider move),
+  ``encoding`` (Huffman codes, relative indices), ``plots``;
+- **pruning**: ``scores`` (importance from weights), ``data_criteria`` (from activations and the measured loss
+  change), ``thresholds`` (v_thr and M = scores > v_thr), ``pruning`` (granularity and scope), ``schedules``
+  (one-shot, iterative, gradual), ``resets`` (rewind, re-init), ``regularization`` (L1, group lasso),
+  ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units);
+- **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
+  ``lowrank`` (truncated SVD), ``distillation`` (teacher → student soft targets), ``compressed_file`` (the
+  sparse, Huffman-coded file) and ``deep_compression`` (prune → share → Huffman, the one pipeline that uses
+  both pruning and compression);
+- **teaching**: ``exercises`` (checked exercises), ``challenge`` (the capstone's checker) and the interactive
+  explorers in ``prunelab.explorers`` (imported on demand: it needs ipywidgets).
+"""
 from . import (
+               challenge,
+               compressed_file,
                data_criteria,
                deep_compression,
                distillation,
                encoding,
                exercises,
+               graph,
                live_accuracy,
                lowrank,
                masks,
@@ -32,6 +42,7 @@ from . import (
                resets,
                schedules,
                scores,
+               sensitivity,
                shrink,
                thresholds,
                weight_sharing,
@@ -71,7 +82,9 @@ __all__ = [
                "VGGSmall",
                "available_checkpoints",
                "build_model",
+               "challenge",
                "checkpoint_info",
+               "compressed_file",
                "count_parameters",
                "data_criteria",
                "data_root",
@@ -81,6 +94,7 @@ __all__ = [
                "encoding",
                "evaluate",
                "exercises",
+               "graph",
                "live_accuracy",
                "load_fashion_mnist",
                "load_pretrained",
@@ -97,6 +111,7 @@ __all__ = [
                "resnet18",
                "schedules",
                "scores",
+               "sensitivity",
                "shrink",
                "thresholds",
                "train",

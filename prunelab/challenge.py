@@ -8,7 +8,7 @@ A submission is a file in any of the kit's formats, recognised from its contents
 | ``"bitmask"``, ``"csr"`` | ``torch.save(metrics.encode_weights(m, "bitmask" / "csr"))`` |
 | ``"quantized"``      | ``quantization.save_quantized``                        |
 | ``"shared"``         | ``weight_sharing.save_shared``                         |
-| ``"deep_compression"`` | ``deep_compression.save_compressed``                 |
+| ``"deep_compression"`` | ``compressed_file.save_compressed``                 |
 
 ``check_submission`` reads the real size of the file on disk, loads it into a fresh model of the expected
 architecture and measures its accuracy again on every image of the test set; the file's own claims
@@ -21,7 +21,6 @@ effective state dict) to a temporary file and checked as that file.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,7 +28,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import deep_compression, metrics, quantization, weight_sharing
+from . import compressed_file, masks, metrics, quantization, weight_sharing
+from ._helpers import temporary_path
 from .data import ImageSet, load_fashion_mnist
 from .models import build_model
 from .training import evaluate
@@ -99,41 +99,29 @@ class ChallengeResult:
         return self.message
 
 
-def _fold_masks(state: dict) -> dict:
-    """A state dict of a masked model (``<name>_orig`` / ``<name>_mask``) as effective weights ``<name>``."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith("_mask") and key[:-5] + "_orig" in state:
-            continue
-        if key.endswith("_orig") and key[:-5] + "_mask" in state:
-            key, value = key[:-5], value * state[key[:-5] + "_mask"]
-        out[key] = value
-    return out
-
-
 def _read(path: Path) -> tuple[Format, dict]:
     """The file's format and the effective state dict it holds."""
-    if path.read_bytes()[:4] == b"PLDC":
-        return "deep_compression", deep_compression.read_compressed(path)
+    if path.read_bytes()[:4] == compressed_file.MAGIC:
+        return "deep_compression", compressed_file.read_compressed(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file it cannot read
         raise ValueError(f"{path} is not a model file the checker can read ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}). Save it with torch.save(state_dict), "
                          "metrics.encode_weights, quantization.save_quantized, weight_sharing.save_shared or "
-                         "deep_compression.save_compressed.") from e
+                         "compressed_file.save_compressed.") from e
     if not isinstance(payload, dict):
         raise ValueError(f"{path} holds a {type(payload).__name__}, not a dict: save a state dict or one of the "
                          "kit's encodings.")
     kind = payload.get("format") if isinstance(payload.get("format"), str) else payload.get("encoding")
-    if kind == quantization._FORMAT:
+    if kind == quantization.FORMAT:
         return "quantized", quantization.decode_quantized(payload)
-    if kind == weight_sharing._FORMAT:
+    if kind == weight_sharing.FORMAT:
         return "shared", weight_sharing.decode_shared(payload)
     if kind in ("bitmask", "csr"):
         return kind, metrics.decode_weights(payload)
     if all(isinstance(v, torch.Tensor) for v in payload.values()):
-        return "dense", _fold_masks(payload)
+        return "dense", masks.effective_state_dict(payload)
     raise ValueError(f"{path} holds a dict the checker does not recognise (keys {sorted(payload)[:5]}); "
                      "save a state dict or one of the kit's encodings.")
 
@@ -147,7 +135,7 @@ def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No submission file at {path}: save your model there first (for example "
-                                "deep_compression.save_compressed(model, codebooks, path)).")
+                                "compressed_file.save_compressed(model, codebooks, path)).")
     return path
 
 
@@ -189,8 +177,7 @@ def check_submission(submission: str | Path | nn.Module, *, budget_bytes: int, a
     else:
         raise TypeError(f"data must be 'test', 'validation' or an ImageSet, got {type(data).__name__}.")
     if isinstance(submission, nn.Module):
-        with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
-            path = Path(tmp) / "model.pt"
+        with temporary_path("model.pt") as path:
             torch.save(metrics.encode_weights(submission, "dense"), path)
             result = check_submission(path, budget_bytes=budget_bytes, accuracy_floor=accuracy_floor,
                                       data=data, arch=arch)

@@ -11,24 +11,25 @@ A low score means "prune me first", as in ``prunelab.scores``.
   the intact model on the data and L_j the same with unit j removed. Positive = removing j hurts = important.
 - ``layer_loss_change``: ΔL_l = L_l − L for removing whole layers.
 
-"The nonlinearity that follows" is found in the model's ``torch.fx`` graph: a layer's output, then the
-BatchNorm that alone reads it (if any), then the nonlinearity (ReLU, GELU, ...) that alone reads that (if any).
+"The nonlinearity that follows" is found in the model's ``torch.fx`` graph (``prunelab.graph``): a layer's
+output, then the BatchNorm that alone reads it (if any), then the nonlinearity (ReLU, GELU, ...) that alone reads
+that (if any).
 Removing a unit sets that post-nonlinearity output to zero, which is what zeroing the unit's weights and bias
 (and its BatchNorm's weight and bias) gives with a ReLU. Nothing is hooked or written into the model.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from . import graph
+from ._helpers import did_you_mean, in_mode
 from .data import ImageSet
-from .masks import prunable_layers
+from .masks import effective, prunable_layers
 from .training import _describe, eval_batch_size, model_device
 
 __all__ = ["collect_activations", "mean_activation", "max_activation", "apoz", "apoz_score",
@@ -36,9 +37,6 @@ __all__ = ["collect_activations", "mean_activation", "max_activation", "apoz", "
 
 Data = ImageSet | tuple[Tensor, Tensor]  # an ImageSet, or (x float [N, ...], y int64 [N])
 
-_NONLINEAR_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh)
-_NONLINEAR_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh, torch.sigmoid)
-_NONLINEAR_METHODS = ("relu", "relu_", "tanh", "sigmoid")
 _CHUNK_ELEMENTS = 1 << 20  # numbers sent through the rest of the network per call (4 MB)
 
 
@@ -77,62 +75,28 @@ def apoz_score(A: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------- the model's graph
 
-def _trace(model: nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as e:  # fx raises several types on data-dependent control flow
-        raise TypeError(f"Data criteria follow the model's torch.fx graph, and {type(model).__name__} cannot be "
-                        f"traced by torch.fx.symbolic_trace: {e}") from e
-
-
 def _layer_nodes(model: nn.Module, gm: fx.GraphModule, names: list[str]) -> dict[str, fx.Node]:
     """The graph node calling each named prunable layer; ``ValueError`` for an unknown or unused name."""
     known = prunable_layers(model)
     for name in names:
         if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{type(model).__name__} has no prunable layer {name!r}.{hint} Its prunable layers "
-                             f"(nn.Linear and nn.Conv2d): {', '.join(known)}.")
-    nodes: dict[str, fx.Node] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target in names:
-            if node.target in nodes:
-                raise ValueError(f"Layer {node.target!r} is called more than once in forward, so its units have "
-                                 "no single activation to measure.")
-            nodes[node.target] = node
-    for name in names:
-        if name not in nodes:
-            raise ValueError(f"Layer {name!r} is never called in {type(model).__name__}.forward.")
-    return nodes
-
-
-def _sole_user(node: fx.Node) -> fx.Node | None:
-    """The one node reading ``node``, if it reads it as its first argument and nothing else reads it."""
-    if len(node.users) != 1:
-        return None
-    (user,) = node.users
-    return user if user.args[:1] == (node,) else None
-
-
-def _is_nonlinearity(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return ((node.op == "call_module" and isinstance(gm.get_submodule(node.target), _NONLINEAR_MODULES))
-            or (node.op == "call_function" and node.target in _NONLINEAR_FUNCTIONS)
-            or (node.op == "call_method" and node.target in _NONLINEAR_METHODS))
+            raise ValueError(f"{type(model).__name__} has no prunable layer {name!r}.{did_you_mean(name, known)} "
+                             f"Its prunable layers (nn.Linear and nn.Conv2d): {', '.join(known)}.")
+    return graph.layer_nodes(gm, names)
 
 
 def _activation_node(gm: fx.GraphModule, layer: fx.Node) -> fx.Node:
     """The node whose value is the layer's units: layer -> [BatchNorm] -> [nonlinearity], each taken if present."""
-    node, user = layer, _sole_user(layer)
+    node, user = layer, graph.sole_user(layer)
     if (user is not None and user.op == "call_module"
             and isinstance(gm.get_submodule(user.target), nn.modules.batchnorm._BatchNorm)):
-        node, user = user, _sole_user(user)
-    return user if user is not None and _is_nonlinearity(gm, user) else node
+        node, user = user, graph.sole_user(user)
+    return user if user is not None and graph.is_elementwise(gm, user) else node
 
 
 def _next_linear(gm: fx.GraphModule, act: fx.Node) -> nn.Linear | None:
     """The Linear that alone reads ``act``, if any: then removing a unit is a rank-1 change of its output."""
-    user = _sole_user(act)
+    user = graph.sole_user(act)
     if user is None or user.op != "call_module" or len(user.args) != 1 or user.kwargs:
         return None
     module = gm.get_submodule(user.target)
@@ -181,19 +145,6 @@ def _input_and_result(gm: fx.GraphModule) -> tuple[fx.Node, fx.Node]:
 
 
 # ---------------------------------------------------------------- running it
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (BatchNorm uses its running statistics) and no autograd; every submodule's mode restored."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes.items():
-            m.training = training
-
 
 def _check_x(x: Tensor) -> None:
     if not isinstance(x, Tensor):
@@ -257,11 +208,11 @@ def collect_activations(model: nn.Module, x: Tensor, layers: list[str] | None = 
         raise TypeError(f"layers must be a list of layer names, e.g. [{layers!r}], not a string.")
     _check_x(x)
     names = list(prunable_layers(model)) if layers is None else list(layers)
-    gm = _trace(model)
+    gm = graph.trace(model, "collect_activations")
     nodes = _layer_nodes(model, gm, names)
     source, _ = _input_and_result(gm)
     run = _subgraph(gm, [source], [_activation_node(gm, nodes[name]) for name in names])
-    with _evaluating(model):
+    with in_mode(model, training=False), torch.no_grad():
         values = _run(run, model, x.to(model_device(model)))
     return dict(zip(names, values))
 
@@ -283,24 +234,24 @@ def measured_loss_change(model: nn.Module, layer: str, data: Data, *, n_images: 
     Eval mode, no autograd; the model is left as it was.
     """
     device = model_device(model)
-    gm = _trace(model)
+    gm = graph.trace(model, "measured_loss_change")
     node = _layer_nodes(model, gm, [layer])[layer]
     x, y = _tensors(data, n_images, device)
     batch_size = _batch_size(model, batch_size)
     module = gm.get_submodule(layer)
-    units = module.out_features if isinstance(module, nn.Linear) else module.out_channels
-    unit_dim = -1 if isinstance(module, nn.Linear) else 1
+    units, unit_dim = graph.units(module), -1 if isinstance(module, nn.Linear) else 1
     source, result = _input_and_result(gm)
     act = _activation_node(gm, node)
     nxt = _next_linear(gm, act) if isinstance(module, nn.Linear) else None
-    cut = next(iter(act.users)) if nxt is not None else act     # the rest of the network starts after `cut`
+    if nxt is not None:     # rank-1: the rest of the network starts after the Linear that alone reads h
+        cut, without_unit = graph.sole_user(act), partial(_linear_output_without_unit, effective(nxt))
+    else:                   # general: the rest of the network starts at h itself
+        cut, without_unit = act, partial(_activations_without_unit, unit_dim)
     needed = _frontier(gm, cut)
     below, rest, i = _subgraph(gm, [source], needed + [act]), _subgraph(gm, needed, [result]), needed.index(cut)
 
     dL_sums = torch.zeros(units, dtype=torch.float64, device=device)       # Σ_n (ℓ_j(n) − ℓ(n)) per unit j
-    with _evaluating(model):
-        W = None if nxt is None else (nxt.weight_orig * nxt.weight_mask if hasattr(nxt, "weight_mask")
-                                      else nxt.weight)                      # [out_next, units], effective
+    with in_mode(model, training=False), torch.no_grad():
         for start in range(0, len(x), batch_size):
             xb, yb = x[start:start + batch_size], y[start:start + batch_size]
             *values, h = _run(below, model, xb)                             # h: [B, units, ...] or [B, ..., units]
@@ -313,21 +264,30 @@ def measured_loss_change(model: nn.Module, layer: str, data: Data, *, n_images: 
             per_pair = sum(v[0].numel() for v in values)
             step = max(1, _CHUNK_ELEMENTS // per_pair)
             for p in range(0, len(n_idx), step):
-                n, j = n_idx[p:p + step], j_idx[p:p + step]
-                if nxt is not None:   # z_j = z − h[n, j] W[:, j]ᵀ: [P, ..., out_next]
-                    h_nj = h[n, ..., j].unsqueeze(-1)                                 # [P, ..., 1]
-                    W_j = W.T[j].view(len(j), *[1] * (h.dim() - 2), -1)               # [P, 1.., out_next]
-                    removed = torch.addcmul(values[i][n], h_nj, W_j, value=-1)
-                else:                 # h[n] with unit j zeroed
-                    keep = torch.ones(len(j), units, dtype=h.dtype, device=device)
-                    keep[torch.arange(len(j), device=device), j] = 0
-                    shape = [len(j)] + [1] * (h.dim() - 1)
-                    shape[unit_dim] = units
-                    removed = h[n] * keep.view(shape)
-                inputs = [removed if m == i else v[n] for m, v in enumerate(values)]
+                n, j = n_idx[p:p + step], j_idx[p:p + step]                         # P pairs (image n, unit j)
+                inputs = [without_unit(v, h, n, j) if m == i else v[n] for m, v in enumerate(values)]
                 loss_j = F.cross_entropy(rest(*inputs)[0], yb[n], reduction="none")
                 dL_sums.index_add_(0, j, (loss_j - loss[n]).double())
     return (dL_sums / len(x)).float().cpu()
+
+
+def _linear_output_without_unit(W: Tensor, z: Tensor, h: Tensor, n: Tensor, j: Tensor) -> Tensor:
+    """Rank-1 path: z, the output of the Linear (W [out_next, units]) that alone reads h, for images n with
+    unit j[p] removed from image n[p]: z_j = z[n] − h[n, ..., j] W[:, j]ᵀ: [P, ..., out_next]."""
+    h_nj = h[n, ..., j].unsqueeze(-1)                                 # [P, ..., 1]
+    W_j = W.T[j].view(len(j), *[1] * (h.dim() - 2), -1)               # [P, 1.., out_next]
+    return torch.addcmul(z[n], h_nj, W_j, value=-1)
+
+
+def _activations_without_unit(unit_dim: int, z: Tensor, h: Tensor, n: Tensor, j: Tensor) -> Tensor:
+    """General path: the activations h (= z, the value the rest of the network starts from) for images n with
+    unit j[p] of image n[p] set to 0: [P, units, ...] or [P, ..., units], units along ``unit_dim``."""
+    units = h.shape[unit_dim]
+    keep = torch.ones(len(j), units, dtype=h.dtype, device=h.device)
+    keep[torch.arange(len(j), device=h.device), j] = 0
+    shape = [len(j)] + [1] * (h.dim() - 1)
+    shape[unit_dim] = units
+    return h[n] * keep.view(shape)
 
 
 def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = None,
@@ -341,7 +301,7 @@ def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = No
     L, ``n_images`` and ``batch_size`` as in ``measured_loss_change``. The model is left as it was.
     """
     device = model_device(model)
-    gm = _trace(model)
+    gm = graph.trace(model, "layer_loss_change")
     nodes = _layer_nodes(model, gm, list(prunable_layers(model)))
     x, y = _tensors(data, n_images, device)
     batch_size = _batch_size(model, batch_size)
@@ -355,7 +315,7 @@ def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = No
             total += float(F.cross_entropy(logits_of(xb), yb, reduction="sum"))
         return total / len(x)
 
-    with _evaluating(model):
+    with in_mode(model, training=False), torch.no_grad():
         probe = _run(_subgraph(gm, [source], [n for pair in sites.values() for n in pair]), model, x[:1])
         full = _subgraph(gm, [source], [result])
         L = mean_loss(lambda xb: _run(full, model, xb)[0])

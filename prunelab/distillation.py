@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks as M
+from ._helpers import in_mode
 from .data import ImageSet
 from .training import EpochLog, LossFn, default_device, model_device, train
 
@@ -91,13 +92,8 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, y: Tensor,
 
 def _eval_forward(model: nn.Module, x: Tensor) -> Tensor:
     """model(x) in eval mode under no_grad (no BatchNorm update, no graph); the model's mode is put back."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(was_training)
+    with in_mode(model, training=False), torch.no_grad():
+        return model(x)
 
 
 def distill_loss_fn(teacher: nn.Module, *, T: float, alpha: float) -> LossFn:

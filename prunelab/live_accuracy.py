@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ._helpers import in_mode
 from .data import ImageSet
 from .training import eval_batch_size, model_device
 
@@ -55,12 +56,8 @@ class LiveAccuracy:
     @torch.inference_mode()
     def accuracy(self, changed: Iterable[str] | None = None) -> float:
         start = time.perf_counter()
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with in_mode(self.model, training=False):
             correct = self._correct = self._run(self._first_changed(changed))
-        finally:
-            self.model.train(was_training)
         self.seconds = time.perf_counter() - start
         return correct / len(self.labels)
 

@@ -30,8 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from . import masks as M
-from .pruning import select_layers
-from .quantization import effective_weight
+from ._helpers import select_layers
 
 __all__ = ["as_matrix", "singular_values", "check_rank", "truncated_svd", "lowrank_error", "rank_for_energy",
            "break_even_rank", "factorized_parameters", "LowRank", "factorize_linear", "factorize_conv2d",
@@ -117,12 +116,6 @@ class LowRank(nn.Sequential):
         return self.B.out_features if isinstance(self.B, nn.Linear) else self.B.out_channels
 
 
-def _effective_bias(layer: nn.Module) -> Tensor | None:
-    if hasattr(layer, "bias_mask"):
-        return (layer.bias_orig * layer.bias_mask).detach()
-    return None if layer.bias is None else layer.bias.detach()
-
-
 def _check_layer(layer: nn.Module) -> None:
     if not isinstance(layer, (nn.Linear, nn.Conv2d)):
         raise TypeError(f"Low-rank factorisation handles nn.Linear and nn.Conv2d, got {type(layer).__name__}.")
@@ -136,7 +129,7 @@ def factorize_linear(layer: nn.Linear, r: int) -> LowRank:
     layer's bias; at r = min(m, n) it computes the same outputs up to float error."""
     if not isinstance(layer, nn.Linear):
         raise TypeError(f"factorize_linear takes an nn.Linear, got {type(layer).__name__}; use factorize.")
-    W, b = effective_weight(layer), _effective_bias(layer)
+    W, b = M.effective(layer), M.effective(layer, "bias")
     A, Bm = truncated_svd(W, r)
     m, n = W.shape
     kw = {"device": W.device, "dtype": W.dtype}
@@ -155,7 +148,7 @@ def factorize_conv2d(layer: nn.Conv2d, r: int) -> LowRank:
     if not isinstance(layer, nn.Conv2d):
         raise TypeError(f"factorize_conv2d takes an nn.Conv2d, got {type(layer).__name__}; use factorize.")
     _check_layer(layer)
-    W, b = effective_weight(layer), _effective_bias(layer)
+    W, b = M.effective(layer), M.effective(layer, "bias")
     A, Bm = truncated_svd(W, r)
     c_out, c_in, kh, kw_ = W.shape
     kw = {"device": W.device, "dtype": W.dtype}
@@ -209,7 +202,7 @@ def decompose(model: nn.Module, ranks: dict[str, int] | int, *, layers: list[str
     for name, layer in chosen.items():
         _check_layer(layer)
         try:
-            check_rank(wanted[name], effective_weight(layer))
+            check_rank(wanted[name], M.effective(layer))
         except ValueError as e:
             raise ValueError(f"Layer {name!r}: {e}") from None
     factored = {name: factorize(layer, wanted[name]) for name, layer in chosen.items()}
@@ -223,4 +216,4 @@ def decompose(model: nn.Module, ranks: dict[str, int] | int, *, layers: list[str
 def ranks_for_energy(model: nn.Module, energy: float, *, layers: list[str] | None = None) -> dict[str, int]:
     """``{layer: rank_for_energy(W_layer, energy)}`` for every Linear / Conv2d (or ``layers``): a ``ranks``
     argument for ``decompose`` that keeps the same fraction of Σσ² in each layer."""
-    return {name: rank_for_energy(effective_weight(layer), energy) for name, layer in _select(model, layers).items()}
+    return {name: rank_for_energy(M.effective(layer), energy) for name, layer in _select(model, layers).items()}

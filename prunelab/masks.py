@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-__all__ = ["prunable_layers", "set_masks", "get_masks", "original", "reset", "commit", "masked_parameters",
-           "load_masked_state_dict", "sparsity_of", "copy_model"]
+from ._helpers import did_you_mean
+
+__all__ = ["prunable_layers", "set_masks", "get_masks", "original", "effective", "set_effective",
+           "effective_state_dict", "load_effective_state_dict", "reset", "commit", "masked_parameters",
+           "load_masked_state_dict", "mask_sparsity", "copy_model"]
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -48,12 +52,9 @@ def _split(model: nn.Module, param_name: str) -> tuple[nn.Module, str]:
         module = None
     if module is None or not (hasattr(module, tensor_name + "_orig")
                               or isinstance(getattr(module, tensor_name, None), nn.Parameter)):
-        import difflib
-
         known = [n.removesuffix("_orig") for n, _ in model.named_parameters()]
-        close = difflib.get_close_matches(param_name, known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{type(model).__name__} has no parameter {param_name!r} to mask.{hint} "
+        raise ValueError(f"{type(model).__name__} has no parameter {param_name!r} to mask."
+                         f"{did_you_mean(param_name, known)} "
                          f"Masks are keyed by parameter names such as {', '.join(known[:4])}.")
     return module, tensor_name
 
@@ -63,6 +64,69 @@ def original(model: nn.Module, param_name: str) -> Tensor:
     module, tensor_name = _split(model, param_name)
     orig = getattr(module, tensor_name + "_orig", None)
     return orig if orig is not None else getattr(module, tensor_name)
+
+
+def effective(module: nn.Module, tensor_name: str = "weight") -> Tensor | None:
+    """The tensor a forward pass computes with, detached: ``<name>_orig * <name>_mask`` when masked, else the
+    tensor itself (None when the module has none, e.g. ``bias=False``). The one place that multiplies a mask
+    in."""
+    mask = getattr(module, tensor_name + "_mask", None)
+    value = getattr(module, tensor_name + "_orig") * mask if mask is not None else getattr(module, tensor_name, None)
+    return None if value is None else value.detach()
+
+
+def _refresh(module: nn.Module, tensor_name: str) -> None:
+    """Recompute a masked tensor now (what the forward pre-hook does before the next forward)."""
+    with torch.no_grad():
+        setattr(module, tensor_name, getattr(module, tensor_name + "_orig") * getattr(module, tensor_name + "_mask"))
+
+
+def set_effective(module: nn.Module, value: Tensor, tensor_name: str = "weight") -> None:
+    """Write ``value`` as the tensor the module computes with, in place. A masked tensor keeps its mask: ``value``
+    goes to ``<name>_orig`` and the effective tensor is refreshed now, not only at the next forward."""
+    with torch.no_grad():
+        if hasattr(module, tensor_name + "_mask"):
+            getattr(module, tensor_name + "_orig").copy_(value)
+            _refresh(module, tensor_name)
+        else:
+            getattr(module, tensor_name).copy_(value)
+
+
+def effective_state_dict(model_or_state: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A model's state dict (or a saved one) with the masks folded in: each ``<name>_orig`` / ``<name>_mask`` pair
+    becomes ``<name> = orig * mask``. It loads into an unmasked model of the same architecture.
+
+    Zeros are stored as +0.0 (``orig * 0`` is -0.0 for a negative ``orig``; the sign bit would make a dense
+    file compress worse without changing any value).
+    """
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    out = {}
+    for key, value in state.items():
+        name, suffix = key[:-5], key[-5:]
+        if suffix == "_mask" and name + "_orig" in state:
+            continue                                                      # folded into <name> below
+        if suffix == "_orig" and name + "_mask" in state:
+            key, value = name, value * state[name + "_mask"]
+        out[key] = value + 0.0 if value.is_floating_point() else value  # -0.0 + 0.0 = +0.0
+    return out
+
+
+def load_effective_state_dict(model: nn.Module, state: Mapping[str, Tensor], *,
+                              what: str = "load_effective_state_dict") -> nn.Module:
+    """Load effective weights (``effective_state_dict``, or what a compressed file decodes to) into ``model``, in
+    place; returns it. ``model`` must be unmasked and have exactly the state's keys and shapes: both are checked
+    before anything is copied, and ``what`` (the caller's name) opens the error."""
+    if masked_parameters(model):
+        raise ValueError(f"{what} loads effective weights into an unmasked model; build a fresh one "
+                         "(prunelab.build_model) or commit the masks first (prunelab.masks.commit).")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        diff = sorted(set(expected.items()) ^ set(got.items()))[:4]
+        raise ValueError(f"{what}: what is loaded does not fit this {type(model).__name__} (differences in key: "
+                         f"shape, e.g. {diff}); build the architecture it was saved from.")
+    model.load_state_dict(state)
+    return model
 
 
 def masked_parameters(model: nn.Module) -> list[str]:
@@ -99,10 +163,8 @@ def set_masks(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
         module, tensor_name = _split(model, name)
         mask = mask.to(device=original(model, name).device, dtype=original(model, name).dtype)
         if hasattr(module, tensor_name + "_mask"):
-            buffer = getattr(module, tensor_name + "_mask")
-            buffer.copy_(mask)
-            with torch.no_grad():  # refresh the effective tensor now, not only at the next forward
-                setattr(module, tensor_name, getattr(module, tensor_name + "_orig") * buffer)
+            getattr(module, tensor_name + "_mask").copy_(mask)
+            _refresh(module, tensor_name)  # the effective tensor now, not only at the next forward
         else:
             prune.custom_from_mask(module, tensor_name, mask)
     return model
@@ -155,7 +217,7 @@ def _remove_reparametrization(module: nn.Module, tensor_name: str) -> None:
     del module._buffers[tensor_name + "_mask"]
 
 
-def sparsity_of(masks: dict[str, Tensor]) -> float:
+def mask_sparsity(masks: dict[str, Tensor]) -> float:
     """Fraction of masked-out entries over all the given masks together."""
     total = sum(m.numel() for m in masks.values())
     return 1 - sum(int(m.sum()) for m in masks.values()) / total if total else math.nan

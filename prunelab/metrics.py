@@ -18,56 +18,25 @@ Zeros only save compute and bytes when something skips them: ``count_macs``'s ``
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .masks import prunable_layers
+from ._helpers import did_you_mean, in_mode, temporary_path
+from .masks import effective, effective_state_dict, prunable_layers
 
 __all__ = ["Encoding", "ENCODINGS", "Count", "ParameterCounts", "LayerMACs", "MACCount", "FileSize", "LatencyResult",
-           "effective_state_dict", "sparsity", "layer_sparsity", "global_sparsity", "parameter_counts", "count_macs",
+           "sparsity", "layer_sparsity", "global_sparsity", "parameter_counts", "count_macs",
            "encode_weights", "decode_weights", "file_bytes", "size_report", "measure_latency"]
 
 Encoding = Literal["dense", "bitmask", "csr"]
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
-
-
-# ---------------------------------------------------------------------------------------------- effective weights
-
-def _effective_weight(layer: nn.Module) -> Tensor:
-    """W = weight_orig * weight_mask for a masked layer, else its weight (detached)."""
-    if hasattr(layer, "weight_mask"):
-        return (layer.weight_orig * layer.weight_mask).detach()
-    return layer.weight.detach()
-
-
-def effective_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The state dict of the model with its masks folded in: each ``<name>_orig`` / ``<name>_mask`` pair
-    becomes ``<name> = orig * mask``. It loads into an unmasked model of the same architecture.
-
-    Zeros are stored as +0.0 (``orig * 0`` is -0.0 for a negative ``orig``; the sign bit would make a dense
-    file compress worse without changing any value).
-    """
-    state = model.state_dict()
-    out = {}
-    for key, value in state.items():
-        name, suffix = key[:-5], key[-5:]
-        if suffix == "_mask" and name + "_orig" in state:
-            continue                                                      # folded into <name> below
-        if suffix == "_orig" and name + "_mask" in state:
-            key, value = name, value * state[name + "_mask"]
-        out[key] = value + 0.0 if value.is_floating_point() else value  # -0.0 + 0.0 = +0.0
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- sparsity, counts
@@ -82,12 +51,12 @@ def sparsity(t: Tensor | np.ndarray) -> float:
 
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
     """``{layer name: sparsity of its effective weight}`` for every Linear and Conv2d."""
-    return {name: sparsity(_effective_weight(layer)) for name, layer in prunable_layers(model).items()}
+    return {name: sparsity(effective(layer)) for name, layer in prunable_layers(model).items()}
 
 
 def global_sparsity(model: nn.Module) -> float:
     """Zero weights / all weights, over the weights of every Linear and Conv2d together (biases excluded)."""
-    weights = [_effective_weight(layer) for layer in prunable_layers(model).values()]
+    weights = [effective(layer) for layer in prunable_layers(model).values()]
     return sum(int((W == 0).sum()) for W in weights) / sum(W.numel() for W in weights)
 
 
@@ -117,7 +86,7 @@ def parameter_counts(model: nn.Module) -> ParameterCounts:
     """Total and nonzero parameters of ``model``, masked entries counting as zero; see ``ParameterCounts``."""
     layers = {}
     for name, layer in prunable_layers(model).items():
-        W = _effective_weight(layer)
+        W = effective(layer)
         layers[name] = Count(W.numel(), int(W.count_nonzero()))
     state = effective_state_dict(model)
     masked = {key[:-len("_mask")] for key, _ in model.named_buffers() if key.endswith("_mask")}
@@ -154,18 +123,6 @@ class MACCount:
         return 2 * self.effective
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    """Eval mode inside the block; afterwards every submodule has the mode it had before."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     p = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
     return p.device, p.dtype
@@ -187,16 +144,16 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) 
 
     def hook(name: str):
         def count(layer: nn.Module, inputs, out: Tensor) -> None:
-            W = _effective_weight(layer)
+            W = effective(layer)
             P = out[0].numel() // W.shape[0]            # output positions per image
-            dense, effective = counts.get(name, (0, 0))  # a layer called twice counts twice
-            counts[name] = LayerMACs(dense + P * W.numel(), effective + P * int(W.count_nonzero()))
+            dense, nonzero = counts.get(name, (0, 0))    # a layer called twice counts twice
+            counts[name] = LayerMACs(dense + P * W.numel(), nonzero + P * int(W.count_nonzero()))
         return count
 
     handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
     device, dtype = _device_and_dtype(model)
     try:
-        with _eval_mode(model), torch.no_grad():
+        with in_mode(model, training=False), torch.no_grad():
             model(torch.zeros(input_shape, device=device, dtype=dtype))
     except RuntimeError as e:
         raise ValueError(f"{type(model).__name__} cannot run on an input of shape {tuple(input_shape)}: "
@@ -212,9 +169,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) 
 
 def _check_encoding(encoding: str) -> None:
     if encoding not in ENCODINGS:
-        close = difflib.get_close_matches(str(encoding).lower(), ENCODINGS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown encoding {encoding!r}. Known encodings: {', '.join(ENCODINGS)}.{hint}")
+        raise ValueError(f"Unknown encoding {encoding!r}. Known encodings: {', '.join(ENCODINGS)}."
+                         f"{did_you_mean(str(encoding).lower(), ENCODINGS)}")
 
 
 def _index_dtype(n_max: int) -> torch.dtype:
@@ -299,8 +255,7 @@ class FileSize:
 
 def _measure(payload: dict, encoding: Encoding) -> FileSize:
     """Write ``payload`` to a real file in a temporary directory, gzip it, read both sizes, delete both."""
-    with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
-        path = Path(tmp) / "model.pt"
+    with temporary_path("model.pt") as path:
         torch.save(payload, path)
         with open(path, "rb") as src, open(path.with_suffix(".pt.gz"), "wb") as raw, \
                 gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as dst:
@@ -361,7 +316,7 @@ def measure_latency(model: nn.Module, x: Tensor | None = None, *, repeats: int =
             torch.cuda.synchronize(x.device)
 
     times = []
-    with _eval_mode(model), torch.inference_mode():
+    with in_mode(model, training=False), torch.inference_mode():
         for i in range(warmup + repeats):
             sync()
             start = time.perf_counter()

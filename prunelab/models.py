@@ -12,12 +12,13 @@ All take x: float32 [B, 1, 28, 28] and return logits [B, 10].
 
 from __future__ import annotations
 
-import difflib
 from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from ._helpers import did_you_mean
 
 __all__ = ["LeNet300", "LeNet5", "VGGSmall", "resnet18", "MODELS", "build_model", "count_parameters"]
 
@@ -93,9 +94,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 def check_model_name(name: str) -> None:
     """Raise ``ValueError`` listing the known names (and the closest one) if ``name`` is unknown."""
     if name not in MODELS:
-        close = difflib.get_close_matches(str(name), MODELS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(MODELS)}.{hint}")
+        raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(MODELS)}.{did_you_mean(name, MODELS)}")
 
 
 def build_model(name: str, *, seed: int = 0) -> nn.Module:

@@ -14,7 +14,6 @@ Scores are always computed from the original weights, so pruning again replaces 
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -24,15 +23,17 @@ import torch
 from torch import Tensor, nn
 
 from . import masks as M
+from ._helpers import did_you_mean, in_mode, select_layers
 from .data import ImageSet
+from .graph import following_batchnorm
 from .scores import CALIBRATION_EXAMPLE
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, threshold_from_std
 from .training import _require_image_set
 
-__all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "masks_for_sparsity",
+__all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
            "nm_masks", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
-           "replace_with_identity", "unmasked", "select_layers"]
+           "replace_with_identity", "unmasked"]
 
 Granularity = Literal["weight", "n:m", "neuron", "channel"]
 Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random",
@@ -44,30 +45,8 @@ _UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DAT
 
 def _check_choice(value, allowed, what):
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{what} must be one of {', '.join(map(repr, allowed))}, got {value!r}.{hint}")
-
-
-def select_layers(model: nn.Module, layers: list[str] | None = None, *, units: bool = False) -> dict[str, nn.Module]:
-    """The prunable layers to work on: ``layers`` by name, or all of them.
-
-    With ``units`` (neuron/channel pruning) the last layer is left out by default: its outputs are the classes.
-    """
-    available = M.prunable_layers(model)
-    if layers is None:
-        names = list(available)[:-1] if units else list(available)
-    else:
-        names = list(layers)
-        unknown = [n for n in names if n not in available]
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], available, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"Unknown layer {unknown[0]!r}.{hint} Prunable layers of {type(model).__name__}: "
-                             f"{', '.join(available)}.")
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no layer to prune at this granularity.")
-    return {n: available[n] for n in names}
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, allowed))}, got {value!r}."
+                         f"{did_you_mean(value, allowed)}")
 
 
 @contextmanager
@@ -136,7 +115,7 @@ def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Ten
     return {name: score(a) for name, a in activations.items()}
 
 
-def masks_for_sparsity(scores: Mapping[str, Tensor], sparsity: float | Mapping[str, float],
+def layer_masks_for_sparsity(scores: Mapping[str, Tensor], sparsity: float | Mapping[str, float],
                        scope: Scope = "layer") -> dict[str, Tensor]:
     """Keep-masks ``{name: bool, shaped like scores}``: M = scores > v_thr, v_thr the k-th smallest score,
     removing exactly k = round(s · n) (ties broken by position; see ``thresholds.mask_for_sparsity``).
@@ -180,21 +159,6 @@ def nm_masks(scores: Mapping[str, Tensor], n: int, m: int) -> dict[str, Tensor]:
         keep.scatter_(2, groups.topk(n, dim=2).indices, True)
         out[name] = keep.reshape(s.shape)
     return out
-
-
-def following_batchnorm(model: nn.Module) -> dict[str, str]:
-    """``{conv_name: bn_name}`` for every Conv2d whose output goes straight (and only) into a BatchNorm2d."""
-    from torch import fx
-
-    graph = fx.symbolic_trace(model).graph
-    modules = dict(model.named_modules())
-    pairs = {}
-    for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), nn.Conv2d) and len(node.users) == 1:
-            (user,) = node.users
-            if user.op == "call_module" and isinstance(modules.get(user.target), nn.BatchNorm2d):
-                pairs[node.target] = user.target
-    return pairs
 
 
 def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -270,7 +234,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
         scores = unit_scores(model, chosen, criterion, data, seed)
         alive = _alive(model, scores, units=True) if keep_pruned else {}
         scores = _sink_masked(scores, alive)
-        keep = _keep_pruned(masks_for_sparsity(scores, sparsity, scope), alive)
+        keep = _keep_pruned(layer_masks_for_sparsity(scores, sparsity, scope), alive)
         for name, k in keep.items():
             if not k.any():
                 raise ValueError(f"This would remove every unit of {name!r}; choose a lower sparsity.")
@@ -281,7 +245,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
         scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed)
         alive = _alive(model, scores, units=False) if keep_pruned else {}
         scores = _sink_masked(scores, alive)
-        keep = nm_masks(scores, n, m) if granularity == "n:m" else masks_for_sparsity(scores, sparsity, scope)
+        keep = nm_masks(scores, n, m) if granularity == "n:m" else layer_masks_for_sparsity(scores, sparsity, scope)
         keep = _keep_pruned(keep, alive)
         param_masks = {f"{name}.weight": k for name, k in keep.items()}
     # this call defines the whole masking state: earlier masks it does not set go back to all ones
@@ -316,18 +280,14 @@ def replace_with_identity(model: nn.Module, name: str, *, example: Tensor | None
     try:
         target = model.get_submodule(name)
     except AttributeError:
-        close = difflib.get_close_matches(name, [n for n, _ in model.named_modules() if n], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{type(model).__name__} has no submodule {name!r}.{hint}") from None
+        raise ValueError(f"{type(model).__name__} has no submodule {name!r}."
+                         f"{did_you_mean(name, [n for n, _ in model.named_modules() if n])}") from None
     example = torch.zeros(1, 1, 28, 28) if example is None else example
     shapes = {}
     hook = target.register_forward_hook(lambda mod, args, out: shapes.update(i=args[0].shape, o=out.shape))
     try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
+        with torch.no_grad(), in_mode(model, training=False):
             model(example)
-            model.train(was_training)
     finally:
         hook.remove()
     if shapes["i"] != shapes["o"]:

@@ -21,7 +21,6 @@ with S and Z per tensor or channel; ``load_quantized`` gives back exactly the fa
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -30,17 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from . import masks as M
-from .metrics import effective_state_dict
-from .pruning import select_layers
+from ._helpers import select_layers, temporary_path
 
-__all__ = ["Scheme", "check_bits", "qrange", "affine_params", "symmetric_params", "quantize", "dequantize",
+__all__ = ["FORMAT", "Scheme", "check_bits", "qrange", "affine_params", "symmetric_params", "quantize", "dequantize",
            "QuantizedTensor", "quantize_tensor", "fake_quantize", "quantization_error", "quantization_report",
            "fake_quantize_model", "pack_bits", "unpack_bits", "encode_quantized", "decode_quantized",
-           "save_quantized", "load_quantized", "quantized_file_bytes", "effective_weight", "set_weight"]
+           "save_quantized", "load_quantized", "quantized_file_bytes"]
 
 Scheme = Literal["affine", "symmetric"]
 BITS = range(1, 9)
-_FORMAT = "prunelab.quantized/1"
+FORMAT = "prunelab.quantized/1"     # the file's "format" entry
 
 
 # ---------------------------------------------------------------------------------------------- the formulas
@@ -159,32 +157,15 @@ def quantization_error(W: Tensor, bits: int, *, scheme: Scheme = "symmetric",
     return {"mse": float((E ** 2).mean()), "max_abs_error": float(E.abs().max()), "sqnr_db": sqnr}
 
 
-def effective_weight(layer: nn.Module) -> Tensor:
-    """The weight a layer computes with: weight_orig * weight_mask when masked, else weight (detached)."""
-    if hasattr(layer, "weight_mask"):
-        return (layer.weight_orig * layer.weight_mask).detach()
-    return layer.weight.detach()
-
-
-def set_weight(layer: nn.Module, W: Tensor) -> None:
-    """Write W as the layer's weight, in place; a masked layer keeps its mask (W goes to weight_orig)."""
-    with torch.no_grad():
-        if hasattr(layer, "weight_mask"):
-            layer.weight_orig.copy_(W)
-            layer.weight = layer.weight_orig * layer.weight_mask  # refreshed now, not only at the next forward
-        else:
-            layer.weight.copy_(W)
-
-
 def quantization_report(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = False,
                         layers: list[str] | None = None) -> dict[str, dict[str, float]]:
     """``{layer: quantization_error(W_layer)}`` for every Linear / Conv2d (or ``layers``) of the model."""
     check_bits(bits)
-    return {name: quantization_error(effective_weight(layer), bits, scheme=scheme, per_channel=per_channel)
+    return {name: quantization_error(M.effective(layer), bits, scheme=scheme, per_channel=per_channel)
             for name, layer in select_layers(model, layers).items()}
 
 
-def fake_quantize_model(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = True,
+def fake_quantize_model(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = False,
                         layers: list[str] | None = None) -> nn.Module:
     """A copy of ``model`` whose Linear / Conv2d weights (all, or ``layers``) are replaced by Ŵ.
 
@@ -195,11 +176,11 @@ def fake_quantize_model(model: nn.Module, bits: int, *, scheme: Scheme = "symmet
     check_bits(bits)
     _check_scheme(scheme)
     chosen = select_layers(model, layers)
-    Wq = {name: fake_quantize(effective_weight(layer), bits, scheme=scheme, per_channel=per_channel)
+    Wq = {name: fake_quantize(M.effective(layer), bits, scheme=scheme, per_channel=per_channel)
           for name, layer in chosen.items()}
     quantized = M.copy_model(model)
     for name, W in Wq.items():
-        set_weight(quantized.get_submodule(name), W)
+        M.set_effective(quantized.get_submodule(name), W)
     return quantized
 
 
@@ -244,7 +225,7 @@ def _from_codes(u: Tensor, bits: int, scheme: Scheme) -> Tensor:
     return 2 * u - 1 if (scheme, bits) == ("symmetric", 1) else u + q_min
 
 
-def encode_quantized(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = True,
+def encode_quantized(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = False,
                      layers: list[str] | None = None) -> dict:
     """What ``save_quantized`` writes, readable by ``torch.load(weights_only=True)``:
 
@@ -255,21 +236,21 @@ def encode_quantized(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric
     check_bits(bits)
     _check_scheme(scheme)
     chosen = select_layers(model, layers)
-    state = {k: v.detach().cpu() for k, v in effective_state_dict(model).items()}
+    state = {k: v.detach().cpu() for k, v in M.effective_state_dict(model).items()}
     quantized = {}
     for name, layer in chosen.items():
-        qt = quantize_tensor(effective_weight(layer).cpu(), bits, scheme=scheme, per_channel=per_channel)
+        qt = quantize_tensor(M.effective(layer).cpu(), bits, scheme=scheme, per_channel=per_channel)
         quantized[f"{name}.weight"] = {"shape": list(qt.q.shape), "codes": pack_bits(_to_codes(qt), bits),
                                        "S": qt.S.flatten() if per_channel else qt.S,
                                        "Z": (qt.Z.flatten() if per_channel else qt.Z).to(torch.int16)}
-    return {"format": _FORMAT, "bits": bits, "scheme": scheme,
+    return {"format": FORMAT, "bits": bits, "scheme": scheme,
             "dense": {k: v for k, v in state.items() if k not in quantized}, "quantized": quantized}
 
 
 def decode_quantized(payload: dict) -> dict[str, Tensor]:
     """The state dict back from ``encode_quantized``'s output: weights r̂ = S (q − Z), other tensors as saved."""
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"Not a prunelab quantized file (expected format {_FORMAT!r}); write one with "
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"Not a prunelab quantized file (expected format {FORMAT!r}); write one with "
                          "prunelab.quantization.save_quantized.")
     bits, scheme, out = payload["bits"], payload["scheme"], dict(payload["dense"])
     for key, e in payload["quantized"].items():
@@ -280,8 +261,8 @@ def decode_quantized(payload: dict) -> dict[str, Tensor]:
     return out
 
 
-def save_quantized(model: nn.Module, path: str | Path, bits: int, *, scheme: Scheme = "symmetric",
-                   per_channel: bool = True, layers: list[str] | None = None) -> Path:
+def save_quantized(model: nn.Module, bits: int, path: str | Path, *, scheme: Scheme = "symmetric",
+                   per_channel: bool = False, layers: list[str] | None = None) -> Path:
     """Write ``encode_quantized(model, ...)`` to ``path`` with ``torch.save``; returns the path."""
     payload = encode_quantized(model, bits, scheme=scheme, per_channel=per_channel, layers=layers)
     torch.save(payload, path)
@@ -291,18 +272,12 @@ def save_quantized(model: nn.Module, path: str | Path, bits: int, *, scheme: Sch
 def load_quantized(path: str | Path, model: nn.Module) -> nn.Module:
     """Load a ``save_quantized`` file into ``model`` (an unmasked model of the same architecture), in place;
     its weights become exactly those of ``fake_quantize_model`` with the same settings. Returns ``model``."""
-    if M.masked_parameters(model):
-        raise ValueError("load_quantized loads effective weights into an unmasked model; build a fresh one "
-                         "(prunelab.build_model) or commit the masks first (prunelab.masks.commit).")
     state = decode_quantized(torch.load(path, map_location="cpu", weights_only=True))
-    model.load_state_dict(state)
-    return model
+    return M.load_effective_state_dict(model, state, what="load_quantized")
 
 
-def quantized_file_bytes(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = True,
+def quantized_file_bytes(model: nn.Module, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = False,
                          layers: list[str] | None = None) -> int:
     """Bytes of a real ``save_quantized`` file, written to a temporary directory and deleted afterwards."""
-    with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
-        path = save_quantized(model, Path(tmp) / "model.pt", bits, scheme=scheme, per_channel=per_channel,
-                              layers=layers)
-        return path.stat().st_size
+    with temporary_path("model.pt") as path:
+        return save_quantized(model, bits, path, scheme=scheme, per_channel=per_channel, layers=layers).stat().st_size

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import masked_parameters, original, reset
+from .masks import masked_parameters, original, reset, set_effective
 
 __all__ = ["inherit", "inherited_values", "random_reinit", "rewind", "snapshot_weights"]
 
@@ -39,13 +39,9 @@ def rewind(model: nn.Module, weights: dict[str, Tensor]) -> nn.Module:
     if missing or wrong:
         raise ValueError(f"These weights do not fit the model (missing: {missing[:3]}, wrong shape: {wrong[:3]}); "
                          "take them with snapshot_weights from a model of the same architecture.")
-    with torch.no_grad():
-        for name in names:
-            original(model, name).copy_(weights[name])
-        for name in masked_parameters(model):  # refresh the effective tensors now
-            module_name, _, tensor_name = name.rpartition(".")
-            module = model.get_submodule(module_name)
-            setattr(module, tensor_name, getattr(module, tensor_name + "_orig") * getattr(module, tensor_name + "_mask"))
+    for name in names:  # a masked parameter keeps its mask; its effective tensor is refreshed now
+        module_name, _, tensor_name = name.rpartition(".")
+        set_effective(model.get_submodule(module_name), weights[name], tensor_name)
     return model
 
 

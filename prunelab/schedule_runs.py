@@ -36,7 +36,7 @@ from torch import nn
 
 from .checkpoints import checkpoint_info, load_pretrained
 from .data import ImageSet, data_root, load_fashion_mnist
-from .masks import get_masks, sparsity_of
+from .masks import get_masks, mask_sparsity
 from .pruning import prune
 from .schedules import cubic_sparsity, iterative_sparsities
 from .training import evaluate, train
@@ -138,7 +138,7 @@ def run_schedule(schedule: Schedule, s_final: float, model: nn.Module, train_dat
     accuracy.sort(key=lambda point: point[0])   # stable: at one step, the order things happened in
     weight_masks = {k: v for k, v in get_masks(model).items() if k.endswith(".weight")}
     return {"schedule": schedule, "s_final": s_final, "prune_steps": events, "accuracy": accuracy,
-            "final_accuracy": accuracy[-1][1], "final_sparsity": sparsity_of(weight_masks),
+            "final_accuracy": accuracy[-1][1], "final_sparsity": mask_sparsity(weight_masks),
             "steps": recipe.epochs * spe, "seconds": round(time.perf_counter() - start, 1)}
 
 

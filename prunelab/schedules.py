@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .data import ImageSet
-from .masks import get_masks, sparsity_of
+from .masks import get_masks, mask_sparsity
 from .pruning import prune
 from .thresholds import check_sparsity
 from .training import evaluate, train
@@ -73,8 +73,8 @@ def iterative_pruning(model: nn.Module, train_data: ImageSet, test_data: ImageSe
             train(model, train_data, epochs=epochs[round_index], lr=lr, batch_size=batch_size,
                   weight_decay=weight_decay, lr_schedule="cosine", seed=seed + round_index, progress=progress)
         weight_masks = {k: v for k, v in masks.items() if k.endswith(".weight") and k in get_masks(model)}
-        history.append(PruneStep(target if not isinstance(target, Mapping) else sparsity_of(weight_masks),
-                                 sparsity_of(weight_masks), pruned, evaluate(model, test_data).accuracy))
+        history.append(PruneStep(target if not isinstance(target, Mapping) else mask_sparsity(weight_masks),
+                                 mask_sparsity(weight_masks), pruned, evaluate(model, test_data).accuracy))
     return history
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._helpers import in_mode
 from .data import ImageSet
 from .training import _require_image_set, model_device
 
@@ -67,10 +68,8 @@ def loss_gradients(model: nn.Module, data: ImageSet | None, *, n_images: int = 2
     layers = prunable_layers(model)
     device = model_device(model)
     n = min(n_images, len(data))
-    was_training = model.training
     grads = {f"{name}.weight": torch.zeros_like(layer.weight) for name, layer in layers.items()}
-    model.eval()  # BatchNorm uses its running statistics, as at inference
-    try:
+    with in_mode(model, training=False):  # BatchNorm uses its running statistics, as at inference
         x_all, y_all = data.normalized(device)[:n], data.labels[:n].to(device)
         for start in range(0, n, batch_size):
             x, y = x_all[start:start + batch_size], y_all[start:start + batch_size]
@@ -80,6 +79,4 @@ def loss_gradients(model: nn.Module, data: ImageSet | None, *, n_images: int = 2
             for (name, _), g in zip(layers.items(), torch.autograd.grad(loss, effective, allow_unused=True)):
                 if g is not None:
                     grads[f"{name}.weight"] += g
-    finally:
-        model.train(was_training)
     return grads  # torch.autograd.grad leaves every .grad untouched

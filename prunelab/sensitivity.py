@@ -40,8 +40,9 @@ from torch import Tensor, nn
 from . import masks as M
 from .data import ImageSet
 from .live_accuracy import LiveAccuracy
-from .pruning import Criterion, select_layers, unit_masks_to_parameters, unit_scores, weight_scores
-from .thresholds import check_sparsity
+from ._helpers import select_layers
+from .pruning import Criterion, unit_masks_to_parameters, unit_scores, weight_scores
+from .thresholds import RankedScores, check_sparsity
 
 __all__ = ["DEFAULT_SPARSITIES", "ScanGranularity", "RankedLayer", "ranked_layers", "SensitivityCurves",
            "sensitivity_scan", "Allocation", "allocate_sparsity"]
@@ -63,8 +64,7 @@ class RankedLayer:
 
     def __init__(self, model: nn.Module, name: str, scores: Tensor, granularity: ScanGranularity):
         self.model, self.name, self.granularity = model, name, granularity
-        self.shape = scores.shape                                  # W's shape, or [units]
-        self.order = torch.argsort(scores.detach().flatten(), stable=True)
+        self.ranked = RankedScores(scores)                         # W's shape, or [units]
         self.units = scores.numel()
         self.weights = M.original(model, f"{name}.weight").numel()
         self.weights_per_unit = self.weights // self.units
@@ -82,9 +82,7 @@ class RankedLayer:
         if self.granularity != "weight" and k == self.units:
             raise ValueError(f"Sparsity {s} removes every unit of {self.name!r} ({self.units}); choose a "
                              f"sparsity below {1 - 0.5 / self.units:.4f}.")
-        keep = torch.ones(self.units, dtype=torch.bool, device=self.order.device)
-        keep[self.order[:k]] = False
-        return keep.view(self.shape)
+        return self.ranked.mask_for_sparsity(s)
 
     def masks(self, s: float) -> dict[str, Tensor]:
         """Parameter masks ``{param_name: bool}`` for sparsity s: the weight (and, for units, the bias and a

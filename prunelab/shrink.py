@@ -7,17 +7,18 @@ outputs 0 but costs as much as before. ``shrink`` removes it instead, and slices
     conv_k  W[keep]  ->  ...  ->  Flatten  ->  Linear  W[:, cols],  cols = c*S .. c*S + S-1 for each kept c,
                                                       S = H*W positions per channel of the flattened map
 
-The dataflow is read from ``torch.fx.symbolic_trace``, not from the model's class, so nn.Sequential models
-and torchvision's ResNet-18 work alike. fx turns ``forward`` into a graph of nodes (``call_module 'conv1'``,
-``call_function add``, ...). From the node of a kept layer, ``_walk`` visits every user of its output:
+The dataflow is read from the model's ``torch.fx`` graph (``prunelab.graph``), not from its class, so
+nn.Sequential models and torchvision's ResNet-18 work alike. ``graph.routes`` follows a kept layer's output to
+every layer that reads it, and each step says what to slice:
 
-- a Conv2d or Linear reads the units: slice its inputs, and this path ends;
-- a BatchNorm is sliced like the layer, and the walk goes on;
+- a Conv2d or Linear reads the units: slice its inputs, and this route ends;
+- a BatchNorm is sliced like the layer, and the route goes on;
 - ReLU-like activations, pooling, Dropout and Flatten pass the units on (Flatten makes each channel S features);
 - a residual ``add`` ties the units to the other input of the sum, and the model's output means the classifier:
   both stop with a ValueError; anything else is refused rather than guessed.
 
-``shrinkable_layers`` lists the layers whose walks end only at readers (ResNet-18: each BasicBlock's conv1).
+Each module is sliced by the slicer of its type (Linear, Conv2d, BatchNorm: outputs; Linear, Conv2d: inputs).
+``shrinkable_layers`` lists the layers whose routes end only at readers (ResNet-18: each BasicBlock's conv1).
 
 ``channels_to_keep`` turns a masked model into ``keep``: ``small = shrink(masked, channels_to_keep(masked))``
 computes the same function as ``masked`` with fewer parameters and MACs.
@@ -25,158 +26,43 @@ computes the same function as ``masked`` with fewer parameters and MACs.
 
 from __future__ import annotations
 
-import difflib
-import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.nn.utils import parametrize
 
-from . import masks
+from . import graph, masks
+from ._helpers import did_you_mean
+from .graph import GraphError, Route, following_batchnorm
 
 __all__ = ["shrink", "channels_to_keep", "shrinkable_layers", "fold_batchnorm"]
 
 Keep = Mapping[str, "Tensor | Sequence[int]"]
-
-# What the walk may pass through. Elementwise ops keep each unit separate and are recorded, because
-# ``channels_to_keep`` needs to know what a constant unit becomes (ReLU(-3) = 0, Sigmoid(0) = 0.5).
-_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh,
-                nn.Hardswish)
-_ELEMENTWISE_FNS = {torch.relu, F.relu, torch.tanh, torch.sigmoid, F.gelu, F.silu}
-_SPATIAL = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)   # per channel: map only
-_IDENTITY = (nn.Dropout, nn.Identity)
-_ADDS = {operator.add, operator.iadd, torch.add}
-
-
-class _Blocked(Exception):
-    """Internal: the walk from a layer met something that stops its units from being removed."""
-
-
-@dataclass(frozen=True)
-class _Path:
-    """One route from a layer's output to a layer that reads it.
-
-    consumer: name of the Conv2d (reads channels) or Linear (reads features) at the end;
-    flat: True when the units arrive flattened, each as S consecutive features of the Linear's input;
-    chain: the per-unit modules met on the way, in order: ``(name, BatchNorm)`` or ``(None, elementwise fn)``.
-    """
-    consumer: str
-    flat: bool
-    chain: tuple[tuple[str | None, Callable[[Tensor], Tensor]], ...]
-
-
-def _units(layer: nn.Module) -> int:
-    """Number of removable units: output features of a Linear, output channels of a Conv2d."""
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-
-
-def _effective(module: nn.Module, name: str) -> Tensor | None:
-    """The value a forward pass uses: ``<name>_orig * <name>_mask`` for a masked tensor, else the tensor."""
-    if hasattr(module, name + "_mask"):
-        return getattr(module, name + "_orig") * getattr(module, name + "_mask")
-    return getattr(module, name, None)
-
-
-def _is_flatten(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """True for a Flatten of [B, C, H, W] to [B, C*H*W]: nn.Flatten(), torch.flatten(x, 1), x.flatten(1)."""
-    if node.op == "call_module" and isinstance(modules[node.target], nn.Flatten):
-        m = modules[node.target]
-        return m.start_dim == 1 and m.end_dim == -1
-    if (node.op == "call_function" and node.target is torch.flatten) or (
-            node.op == "call_method" and node.target == "flatten"):
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-        return start == 1 and end == -1
-    return False
-
-
-def _walk(node: fx.Node, modules: dict[str, nn.Module], n: int, flat: bool, chain: tuple,
-          paths: list[_Path]) -> None:
-    """Follow the tensor made by ``node`` (n units, as channels of a map or features when ``flat``) to
-    every layer that reads it, appending one ``_Path`` per reader; raise ``_Blocked`` where it can't go."""
-    for user in node.users:
-        m = modules.get(user.target) if user.op == "call_module" else None
-        where = f"{user.op} {getattr(user.target, '__name__', user.target)!r}"
-        if user.op == "output":
-            raise _Blocked("its outputs are outputs of the model (the classes of the classifier); they "
-                           "cannot be removed")
-        if user.op == "call_function" and user.target in _ADDS or user.op == "call_method" and user.target in (
-                "add", "add_"):
-            others = ", ".join(repr(a.target if a.op == "call_module" else a.name)
-                               for a in user.args if isinstance(a, fx.Node) and a is not node)
-            raise _Blocked(f"its output channels are tied by a residual connection: they reach the `add` node "
-                           f"{user.name!r} together with {others}, so removing one channel would need the same "
-                           "channel removed from every layer that feeds that sum (the whole stage)")
-        if isinstance(m, (nn.Conv2d, nn.Linear)):                       # a reader: the walk ends here
-            if isinstance(m, nn.Conv2d) and (flat or m.groups != 1):
-                raise _Blocked(f"{user.target!r} reads it as a {'flattened vector' if flat else 'grouped conv'}")
-            if isinstance(m, nn.Linear) and not flat:
-                raise _Blocked(f"Linear {user.target!r} is applied to its last (width) dimension, not channels")
-            paths.append(_Path(user.target, flat, chain))
-            continue
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):             # per unit: slice it, go on
-            if isinstance(m, nn.BatchNorm2d) == flat or m.num_features != n:
-                raise _Blocked(f"{type(m).__name__} {user.target!r} does not normalise its {n} units one by one")
-            _walk(user, modules, n, flat, chain + ((user.target, m),), paths)
-        elif isinstance(m, _ELEMENTWISE):
-            _walk(user, modules, n, flat, chain + ((None, m),), paths)
-        elif user.op == "call_function" and user.target in _ELEMENTWISE_FNS:
-            _walk(user, modules, n, flat, chain + ((None, user.target),), paths)
-        elif user.op == "call_method" and user.target == "relu":
-            _walk(user, modules, n, flat, chain + ((None, torch.relu),), paths)
-        elif isinstance(m, _IDENTITY) or (isinstance(m, _SPATIAL) and not flat):   # pooling keeps channels
-            _walk(user, modules, n, flat, chain, paths)
-        elif _is_flatten(user, modules):                                 # channel c -> S consecutive features
-            _walk(user, modules, n, True, chain, paths)
-        else:
-            raise _Blocked(f"shrink cannot follow its output through {where} (node {user.name!r})")
-
-
-def _paths(graph: fx.Graph, modules: dict[str, nn.Module], name: str) -> list[_Path]:
-    """Every route from layer ``name``'s output to its readers; raises ``_Blocked`` if its units are tied."""
-    calls = [node for node in graph.nodes if node.op == "call_module" and node.target == name]
-    if len(calls) != 1:
-        raise _Blocked("it is not called in forward" if not calls else f"it is called {len(calls)} times "
-                       "in forward (a shared layer)")
-    layer = modules[name]
-    if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-        raise _Blocked("it is a grouped convolution (groups > 1)")
-    paths: list[_Path] = []
-    _walk(calls[0], modules, _units(layer), isinstance(layer, nn.Linear), (), paths)
-    return paths
-
-
-def _trace(model: nn.Module) -> tuple[fx.Graph, dict[str, nn.Module]]:
-    """The fx graph of ``model.forward`` and its modules by qualified name (a graph node's ``target``)."""
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as e:  # fx raises many kinds of errors on untraceable code
-        raise TypeError(f"shrink follows the dataflow with torch.fx.symbolic_trace, which failed on "
-                        f"{type(model).__name__}: {e}. Use a model whose forward has no data-dependent "
-                        "control flow.") from e
-    return graph, dict(model.named_modules())
 
 
 def _prunable(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
 
 
-def _free(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[str]:
-    def ok(name):
+def _free_routes(model: nn.Module, gm: fx.GraphModule) -> dict[str, list[Route]]:
+    """``{layer: its routes}`` for each Linear/Conv2d whose units can be removed (routes end only at readers),
+    in model order; ``gm`` is the traced ``model``."""
+    free = {}
+    for name in _prunable(model):
         try:
-            return bool(_paths(graph, modules, name))
-        except _Blocked:
-            return False
-    return [name for name, m in modules.items() if isinstance(m, (nn.Linear, nn.Conv2d)) and ok(name)]
+            found = graph.routes(gm, name)
+        except GraphError:
+            continue
+        if found:
+            free[name] = found
+    return free
 
 
 def shrinkable_layers(model: nn.Module) -> list[str]:
     """Names of the Linear/Conv2d layers whose units ``shrink`` can remove (not tied by a residual ``add``,
     not the model's outputs), in model order."""
-    return _free(*_trace(model))
+    return list(_free_routes(model, graph.trace(model, "shrinkable_layers")))
 
 
 def _check_indices(model: nn.Module, name: str, idx) -> Tensor:
@@ -188,11 +74,9 @@ def _check_indices(model: nn.Module, name: str, idx) -> Tensor:
             raise ValueError(f"{name!r} is a {type(kind).__name__}; shrink removes units of nn.Linear and "
                              f"nn.Conv2d layers (a following BatchNorm is sliced with its layer). Name one of "
                              f"{', '.join(layers)}.")
-        close = difflib.get_close_matches(str(name), layers, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{type(model).__name__} has no layer {name!r}.{hint} Its Linear/Conv2d layers are "
-                         f"{', '.join(layers)}.")
-    n = _units(layers[name])
+        raise ValueError(f"{type(model).__name__} has no layer {name!r}.{did_you_mean(name, layers)} Its "
+                         f"Linear/Conv2d layers are {', '.join(layers)}.")
+    n = graph.units(layers[name])
     if isinstance(idx, Tensor):
         if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex() or idx.dim() != 1:
             raise TypeError(f"keep[{name!r}] must be a 1-D integer tensor of unit indices, got a "
@@ -235,12 +119,72 @@ def _select(module: nn.Module, name: str, dim: int, idx: Tensor) -> None:
     setattr(module, name, nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new)
 
 
-def _set(plan: dict, name: str, value, source: str) -> None:
-    if name in plan and not all(torch.equal(a, b) if isinstance(a, Tensor) else a == b
-                                for a, b in zip(plan[name], value)):
+# One slicer per layer type and side, chosen by type from the tables below (the pattern of Torch-Pruning's
+# LinearPruner / BatchnormPruner): keep the output units idx (rows of W, entries of b, a BatchNorm's features),
+# or the input columns cols (dim 1 of W).
+
+def _keep_linear_outputs(m: nn.Linear, idx: Tensor) -> None:
+    """W [out, in] -> [len(idx), in], b [out] -> [len(idx)]."""
+    _select(m, "weight", 0, idx)
+    _select(m, "bias", 0, idx)
+    m.out_features = len(idx)
+
+
+def _keep_conv_outputs(m: nn.Conv2d, idx: Tensor) -> None:
+    """W [C_out, C_in, kH, kW] -> [len(idx), C_in, kH, kW], b [C_out] -> [len(idx)]."""
+    _select(m, "weight", 0, idx)
+    _select(m, "bias", 0, idx)
+    m.out_channels = len(idx)
+
+
+def _keep_batchnorm_features(m: nn.BatchNorm2d, idx: Tensor) -> None:
+    """gamma, beta, running mean and running var [C] -> [len(idx)]."""
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        _select(m, name, 0, idx)
+    m.num_features = len(idx)
+
+
+def _keep_linear_inputs(m: nn.Linear, cols: Tensor) -> None:
+    """W [out, in] -> [out, len(cols)]."""
+    _select(m, "weight", 1, cols)
+    m.in_features = len(cols)
+
+
+def _keep_conv_inputs(m: nn.Conv2d, cols: Tensor) -> None:
+    """W [C_out, C_in, kH, kW] -> [C_out, len(cols), kH, kW]."""
+    _select(m, "weight", 1, cols)
+    m.in_channels = len(cols)
+
+
+_KEEP_OUTPUTS = {nn.Linear: _keep_linear_outputs, nn.Conv2d: _keep_conv_outputs,
+                 nn.BatchNorm1d: _keep_batchnorm_features, nn.BatchNorm2d: _keep_batchnorm_features}
+_KEEP_INPUTS = {nn.Linear: _keep_linear_inputs, nn.Conv2d: _keep_conv_inputs}
+
+
+def _slicer(table: dict[type, Callable[[nn.Module, Tensor], None]], module: nn.Module):
+    """The slicer of ``table`` for ``module``'s type."""
+    return next(keep for kind, keep in table.items() if isinstance(module, kind))
+
+
+def _reader_columns(name: str, idx: Tensor, route: Route, modules: dict[str, nn.Module]) -> Tensor:
+    """The input columns of ``route.reader`` that carry the kept units ``idx`` of layer ``name``: ``idx`` itself,
+    or after Flatten the S = in_features / n features c*S .. c*S + S-1 of each kept channel c: [len(idx) * S]."""
+    if not route.flat:
+        return idx
+    n, in_features = graph.units(modules[name]), modules[route.reader].in_features
+    if in_features % n:
+        raise ValueError(f"Cannot shrink {name!r}: {route.reader!r} reads {in_features} features, "
+                         f"not a multiple of its {n} units.")
+    S = in_features // n
+    return (idx[:, None] * S + torch.arange(S)).flatten()
+
+
+def _plan(plan: dict[str, Tensor], name: str, idx: Tensor, source: str) -> None:
+    """Record that module ``name`` keeps ``idx``; ValueError if another kept layer needs it sliced otherwise."""
+    if name in plan and not torch.equal(plan[name], idx):
         raise ValueError(f"{name!r} would be sliced two different ways (once for {source!r}); shrink these "
                          "layers separately or keep the same indices.")
-    plan[name] = value
+    plan[name] = idx
 
 
 def shrink(model: nn.Module, keep: Keep) -> nn.Module:
@@ -256,59 +200,48 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
         raise TypeError(f"keep must be a dict {{layer name: indices}}, got {type(keep).__name__}")
     indices = {name: _check_indices(model, name, idx) for name, idx in keep.items()}
     small = _plain_copy(model)
-    graph, modules = _trace(small)
+    gm, modules = graph.trace(small, "shrink"), dict(small.named_modules())
 
-    outputs: dict[str, tuple[Tensor]] = {}            # module -> (kept output units,)
-    inputs: dict[str, tuple[Tensor, int | None]] = {}   # module -> (kept input units, S features per unit or None)
+    rows: dict[str, Tensor] = {}   # module -> kept output units (a layer's rows or filters, a BatchNorm's features)
+    cols: dict[str, Tensor] = {}   # reader -> kept input columns (channels, or features of a flattened map)
     for name, i in indices.items():
         try:
-            paths = _paths(graph, modules, name)
-        except _Blocked as e:
-            free = _free(graph, modules)
+            found = graph.routes(gm, name)
+        except GraphError as e:
+            free = list(_free_routes(small, gm))
             raise ValueError(f"Cannot shrink {name!r}: {e}. Layers whose units shrink can remove here: "
                              f"{', '.join(free) if free else 'none'}.") from None
-        _set(outputs, name, (i,), name)
-        for p in paths:
-            for bn, _ in p.chain:
+        _plan(rows, name, i, name)
+        for route in found:
+            for bn, _ in route.chain:
                 if bn is not None:
-                    _set(outputs, bn, (i,), name)
-            n, reader = _units(modules[name]), modules[p.consumer]
-            if p.flat and reader.in_features % n:
-                raise ValueError(f"Cannot shrink {name!r}: {p.consumer!r} reads {reader.in_features} features, "
-                                 f"not a multiple of its {n} units.")
-            _set(inputs, p.consumer, (i, reader.in_features // n if p.flat else None), name)
+                    _plan(rows, bn, i, name)
+            _plan(cols, route.reader, _reader_columns(name, i, route, modules), name)
 
     with torch.no_grad():
-        for name, (i,) in outputs.items():
-            m = modules[name]
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                _select(m, attr, 0, i)
-            attr = {nn.Linear: "out_features", nn.Conv2d: "out_channels"}.get(type(m), "num_features")
-            setattr(m, attr, len(i))
-        for name, (i, S) in inputs.items():
-            m = modules[name]
-            cols = i if S is None else (i[:, None] * S + torch.arange(S)).flatten()   # channel c -> c*S .. c*S+S-1
-            _select(m, "weight", 1, cols)
-            setattr(m, "in_features" if isinstance(m, nn.Linear) else "in_channels", len(cols) if S else len(i))
+        for name, i in rows.items():
+            _slicer(_KEEP_OUTPUTS, modules[name])(modules[name], i)
+        for name, c in cols.items():
+            _slicer(_KEEP_INPUTS, modules[name])(modules[name], c)
     return small
 
 
-def _constant_output(layer: nn.Module, paths: list[_Path], threshold: float) -> Tensor:
+def _constant_output(layer: nn.Module, routes: list[Route], threshold: float) -> Tensor:
     """Per unit [n]: the value it hands to every reader if that value is the same constant for all inputs
     (its weights all |w| <= threshold), else nan. BatchNorm with gamma = 0 outputs beta whatever comes in."""
-    W, b = _effective(layer, "weight"), _effective(layer, "bias")
-    dead = W.detach().flatten(1).abs().amax(1) <= threshold
-    v0 = torch.where(dead, b.detach() if b is not None else torch.zeros_like(dead, dtype=W.dtype), torch.nan)
+    W, b = masks.effective(layer), masks.effective(layer, "bias")
+    dead = W.flatten(1).abs().amax(1) <= threshold
+    v0 = torch.where(dead, b if b is not None else torch.zeros_like(dead, dtype=W.dtype), torch.nan)
     out = []
-    for p in paths:
+    for route in routes:
         v = v0.clone()                     # clone: an in-place ReLU (ResNet's) would change v0 for the next path
-        for name, op in p.chain:
+        for name, op in route.chain:
             if name is None:
                 v = op(v)
                 continue
-            gamma, beta = _effective(op, "weight"), _effective(op, "bias")
-            gamma = torch.ones_like(v) if gamma is None else gamma.detach()
-            beta = torch.zeros_like(v) if beta is None else beta.detach()
+            gamma, beta = masks.effective(op), masks.effective(op, "bias")
+            gamma = torch.ones_like(v) if gamma is None else gamma
+            beta = torch.zeros_like(v) if beta is None else beta
             # a constant equal to the running mean gives beta in eval and train mode alike
             mean = op.running_mean if op.running_mean is not None else torch.full_like(v, torch.nan)
             v = torch.where((gamma == 0) | (v == mean), beta, torch.nan)
@@ -330,10 +263,9 @@ def channels_to_keep(model: nn.Module, threshold: float = 0.0) -> dict[str, Tens
     if not (isinstance(threshold, (int, float)) and 0 <= threshold < float("inf")):
         raise ValueError(f"threshold must be a finite number >= 0 (weights with |w| <= threshold count as zero), "
                          f"got {threshold!r}")
-    graph, modules = _trace(model)
     keep = {}
-    for name in _free(graph, modules):
-        zero = _constant_output(modules[name], _paths(graph, modules, name), threshold) == 0
+    for name, routes in _free_routes(model, graph.trace(model, "channels_to_keep")).items():
+        zero = _constant_output(model.get_submodule(name), routes, threshold) == 0
         if zero.any():
             keep[name] = (~zero).nonzero().flatten() if not zero.all() else torch.zeros(1, dtype=torch.int64)
     return keep
@@ -345,8 +277,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     With s = γ / √(σ² + ε) per channel, BN(conv(x)) = conv'(x) where W' = W · s and b' = (b − μ) · s + β;
     the BatchNorm becomes ``nn.Identity``. Uses the running statistics, so it matches the model in eval mode.
     """
-    from .pruning import following_batchnorm
-
     folded = masks.commit(masks.copy_model(model)).eval()
     for conv_name, bn_name in following_batchnorm(folded).items():
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["check_sparsity", "threshold_for_sparsity", "threshold_from_std", "mask_from_threshold",
-           "mask_for_sparsity"]
+           "mask_for_sparsity", "RankedScores"]
 
 
 def check_sparsity(s: float, what: str = "sparsity") -> float:
@@ -55,8 +55,40 @@ def mask_from_threshold(scores: Tensor, v_thr: float) -> Tensor:
 
 def mask_for_sparsity(scores: Tensor, s: float) -> Tensor:
     """Keep-mask removing exactly k = round(s · n) entries, the lowest scores (ties broken by position)."""
-    s = check_sparsity(s)
-    k = round(s * scores.numel())
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    keep[torch.argsort(scores.flatten(), stable=True)[:k]] = False
-    return keep.view(scores.shape)
+    return RankedScores(scores).mask_for_sparsity(check_sparsity(s))
+
+
+class RankedScores:
+    """Scores sorted once (stable), so that the mask for any s or v_thr is one scatter: what a slider needs.
+
+    ``mask_for_sparsity(s)`` removes the k = round(s · n) lowest scores, ties broken by position;
+    ``mask_for_threshold(v_thr)`` is M = scores > v_thr. Masks are bool, shaped like the scores, on their device.
+    """
+
+    def __init__(self, scores: Tensor):
+        self.shape = scores.shape
+        self.sorted, self.order = torch.sort(scores.detach().flatten().float(), stable=True)
+        self.n = self.sorted.numel()
+
+    def _keep_all_but(self, k: int) -> Tensor:
+        keep = torch.ones(self.n, dtype=torch.bool, device=self.order.device)
+        keep[self.order[:k]] = False
+        return keep.view(self.shape)
+
+    def mask_for_sparsity(self, s: float) -> Tensor:
+        return self._keep_all_but(round(s * self.n))
+
+    def threshold_for_sparsity(self, s: float) -> float:
+        """The k-th smallest score, k = round(s · n) (-inf for k = 0)."""
+        k = round(s * self.n)
+        return float(self.sorted[k - 1]) if k > 0 else -math.inf
+
+    def sparsity_for_threshold(self, v_thr: float) -> float:
+        """Fraction of scores ≤ v_thr, i.e. removed by M = scores > v_thr."""
+        return self._removed_by(v_thr) / self.n
+
+    def mask_for_threshold(self, v_thr: float) -> Tensor:
+        return self._keep_all_but(self._removed_by(v_thr))
+
+    def _removed_by(self, v_thr: float) -> int:
+        return int(torch.searchsorted(self.sorted, v_thr, right=True))

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ._helpers import in_mode
 from .data import ImageSet
 
 __all__ = ["Evaluation", "EpochLog", "default_device", "evaluate", "train", "model_device"]
@@ -110,17 +111,13 @@ def evaluate(model: nn.Module, data: ImageSet, *, batch_size: int | None = None)
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     device = model_device(model)
     x_all, y_all = data.normalized(device), data.labels.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with in_mode(model, training=False):
         correct, loss_sum = 0, 0.0
         for start in range(0, len(data), batch_size):
             x, y = x_all[start:start + batch_size], y_all[start:start + batch_size]
             logits = model(x)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-    finally:
-        model.train(was_training)
     return Evaluation(correct / len(data), loss_sum / len(data), correct, len(data))
 
 
@@ -190,10 +187,8 @@ def train(
     generator = torch.Generator().manual_seed(seed)
 
     logs: list[EpochLog] = []
-    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, unit="batch", leave=False)
-    was_training = model.training
-    model.train()
-    try:
+    with tqdm(total=epochs * steps_per_epoch, disable=not progress, unit="batch", leave=False) as bar, \
+            in_mode(model, training=True):
         for epoch in range(1, epochs + 1):
             bar.set_description(f"epoch {epoch}/{epochs}")
             start = time.perf_counter()
@@ -217,7 +212,4 @@ def train(
             logs.append(EpochLog(epoch, float(loss_sum) / len(data), int(correct) / len(data), seconds, test_acc))
             bar.set_postfix(loss=f"{logs[-1].train_loss:.3f}",
                             **({"test_acc": f"{test_acc:.4f}"} if test_acc is not None else {}))
-    finally:
-        bar.close()
-        model.train(was_training)
     return logs

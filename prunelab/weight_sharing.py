@@ -17,7 +17,6 @@ Fine-tuning trains only the centroids. Since W_i = C[idx_i], the chain rule give
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -27,17 +26,16 @@ from torch import Tensor, nn
 
 from . import masks as M
 from .data import ImageSet
-from .metrics import effective_state_dict
-from .pruning import select_layers
-from .quantization import check_bits, effective_weight, pack_bits, set_weight, unpack_bits
+from ._helpers import in_mode, select_layers, temporary_path
+from .quantization import check_bits, pack_bits, unpack_bits
 from .training import model_device
 
-__all__ = ["Init", "Codebook", "initial_centroids", "assign", "kmeans_codebook", "share_weights",
+__all__ = ["FORMAT", "Init", "Codebook", "initial_centroids", "assign", "kmeans_codebook", "share_weights",
            "centroid_gradient", "fine_tune_centroids", "encode_shared", "decode_shared", "save_shared",
            "load_shared", "shared_file_bytes"]
 
 Init = Literal["linear", "random", "density"]
-_FORMAT = "prunelab.shared/1"
+FORMAT = "prunelab.shared/1"     # the file's "format" entry
 
 
 class Codebook(NamedTuple):
@@ -112,11 +110,11 @@ def share_weights(model: nn.Module, bits: int, layers: list[str] | None = None, 
     ``{layer: Codebook}``. Clusters the effective weights, so pruned zeros stay zero; ``model`` is not changed."""
     check_bits(bits)
     chosen = select_layers(model, layers)
-    books = {name: kmeans_codebook(effective_weight(layer), bits, init=init, iters=iters, seed=seed)
+    books = {name: kmeans_codebook(M.effective(layer), bits, init=init, iters=iters, seed=seed)
              for name, layer in chosen.items()}
     shared = M.copy_model(model)
     for name, book in books.items():
-        set_weight(shared.get_submodule(name), book.weights())
+        M.set_effective(shared.get_submodule(name), book.weights())
     return shared, books
 
 
@@ -155,27 +153,25 @@ def fine_tune_centroids(model: nn.Module, codebooks: dict[str, Codebook], train_
                              "codebooks that share_weights returned together.")
     optimizer = torch.optim.SGD(list(C.values()), lr=lr, momentum=momentum)
     requires = {p: p.requires_grad for p in model.parameters()}
-    was_training = model.training
     generator = torch.Generator().manual_seed(seed)
     try:
         for p in model.parameters():
             p.requires_grad_(any(p is q for q in params.values()))
-        model.train()
-        for _ in range(epochs):
-            for x, y in train_data.batches(batch_size, shuffle=True, generator=generator, device=device):
-                for p in params.values():
-                    p.grad = None
-                F.cross_entropy(model(x), y).backward()
-                for name, c in C.items():
-                    c.grad = centroid_gradient(params[name].grad, idx[name], c.numel()) * trainable[name]
-                optimizer.step()
-                for name, layer in layers.items():
-                    set_weight(layer, C[name].detach()[idx[name]])
+        with in_mode(model, training=True):
+            for _ in range(epochs):
+                for x, y in train_data.batches(batch_size, shuffle=True, generator=generator, device=device):
+                    for p in params.values():
+                        p.grad = None
+                    F.cross_entropy(model(x), y).backward()
+                    for name, c in C.items():
+                        c.grad = centroid_gradient(params[name].grad, idx[name], c.numel()) * trainable[name]
+                    optimizer.step()
+                    for name, layer in layers.items():
+                        M.set_effective(layer, C[name].detach()[idx[name]])
     finally:
         for p, r in requires.items():
             p.requires_grad_(r)
             p.grad = None
-        model.train(was_training)
     return {name: Codebook(C[name].detach().cpu(), codebooks[name].indices) for name in codebooks}
 
 
@@ -185,20 +181,20 @@ def encode_shared(model: nn.Module, codebooks: dict[str, Codebook]) -> dict:
     """What ``save_shared`` writes, readable by ``torch.load(weights_only=True)``: ``{"format", "dense": {other
     tensors}, "shared": {"fc1.weight": {"shape", "bits", "codes": pack_bits(idx) uint8, "codebook": C float32}}}``."""
     select_layers(model, list(codebooks))
-    state = {k: v.detach().cpu() for k, v in effective_state_dict(model).items()}
+    state = {k: v.detach().cpu() for k, v in M.effective_state_dict(model).items()}
     shared = {}
     for name, book in codebooks.items():
         bits = max(1, int(book.centroids.numel() - 1).bit_length())
         shared[f"{name}.weight"] = {"shape": list(book.indices.shape), "bits": bits,
                                     "codes": pack_bits(book.indices, bits),
                                     "codebook": book.centroids.detach().cpu().float()}
-    return {"format": _FORMAT, "dense": {k: v for k, v in state.items() if k not in shared}, "shared": shared}
+    return {"format": FORMAT, "dense": {k: v for k, v in state.items() if k not in shared}, "shared": shared}
 
 
 def decode_shared(payload: dict) -> dict[str, Tensor]:
     """The state dict back from ``encode_shared``'s output: each shared weight C[idx], other tensors as saved."""
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"Not a prunelab weight-sharing file (expected format {_FORMAT!r}); write one with "
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"Not a prunelab weight-sharing file (expected format {FORMAT!r}); write one with "
                          "prunelab.weight_sharing.save_shared.")
     out = dict(payload["dense"])
     for key, e in payload["shared"].items():
@@ -215,14 +211,11 @@ def save_shared(model: nn.Module, codebooks: dict[str, Codebook], path: str | Pa
 
 def load_shared(path: str | Path, model: nn.Module) -> nn.Module:
     """Load a ``save_shared`` file into ``model`` (unmasked, same architecture), in place; returns ``model``."""
-    if M.masked_parameters(model):
-        raise ValueError("load_shared loads effective weights into an unmasked model; build a fresh one "
-                         "(prunelab.build_model) or commit the masks first (prunelab.masks.commit).")
-    model.load_state_dict(decode_shared(torch.load(path, map_location="cpu", weights_only=True)))
-    return model
+    state = decode_shared(torch.load(path, map_location="cpu", weights_only=True))
+    return M.load_effective_state_dict(model, state, what="load_shared")
 
 
 def shared_file_bytes(model: nn.Module, codebooks: dict[str, Codebook]) -> int:
     """Bytes of a real ``save_shared`` file, written to a temporary directory and deleted afterwards."""
-    with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
-        return save_shared(model, codebooks, Path(tmp) / "model.pt").stat().st_size
+    with temporary_path("model.pt") as path:
+        return save_shared(model, codebooks, path).stat().st_size

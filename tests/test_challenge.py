@@ -6,7 +6,7 @@ import torch
 
 import prunelab as pl
 from prunelab import challenge as C
-from prunelab import deep_compression as DC
+from prunelab import compressed_file as CF
 from prunelab import quantization as Q
 from prunelab import weight_sharing as WS
 
@@ -66,15 +66,15 @@ def test_every_kit_format_is_recognised_and_loads_the_same_weights(lenet, test_d
     torch.save(model.state_dict(), files.setdefault("dense", tmp_path / "masked.pt"))   # _orig/_mask folded
     for encoding in ("bitmask", "csr"):
         torch.save(pl.metrics.encode_weights(model, encoding), files.setdefault(encoding, tmp_path / f"{encoding}.pt"))
-    DC.save_compressed(model, None, files.setdefault("deep_compression", tmp_path / "m.plc"))
+    CF.save_compressed(model, None, files.setdefault("deep_compression", tmp_path / "m.plc"))
     for fmt, path in files.items():
         assert C.detect_format(path) == fmt
         result = C.check_submission(path, budget_bytes=10**7, accuracy_floor=0.0, data=test_data)
         assert result.format == fmt and result.accuracy == want and result.bytes == path.stat().st_size
-    Q.save_quantized(lenet, tmp_path / "q.pt", 8)
+    Q.save_quantized(lenet, 8, tmp_path / "q.pt", per_channel=True)
     _, q_model = C.load_submission(tmp_path / "q.pt")
     assert C.detect_format(tmp_path / "q.pt") == "quantized"
-    assert torch.equal(q_model.fc1.weight, Q.fake_quantize_model(lenet, 8).fc1.weight)
+    assert torch.equal(q_model.fc1.weight, Q.fake_quantize_model(lenet, 8, per_channel=True).fc1.weight)
     shared, books = WS.share_weights(lenet, 2, ["fc3"], iters=5)
     WS.save_shared(shared, books, tmp_path / "s.pt")
     fmt, s_model = C.load_submission(tmp_path / "s.pt")

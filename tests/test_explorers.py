@@ -10,7 +10,7 @@ from torch import nn
 
 import prunelab as pl
 from prunelab.explorers import ThresholdExplorer
-from prunelab.explorers.threshold import RankedScores
+from prunelab.thresholds import RankedScores
 from prunelab.live_accuracy import LiveAccuracy
 from prunelab.thresholds import mask_for_sparsity
 
@@ -99,7 +99,7 @@ def test_global_scope_uses_one_threshold_over_all_layers(explorer, small_test):
     explorer.scope.value = "global"
     explorer.slider.value = 0.9
     scores = {n: pl.masks.original(explorer.model, f"{n}.weight").detach().abs() for n in ("fc1", "fc2", "fc3")}
-    expected = pl.pruning.masks_for_sparsity(scores, 0.9, "global")
+    expected = pl.pruning.layer_masks_for_sparsity(scores, 0.9, "global")
     assert all(torch.equal(explorer.masks[n], expected[n]) for n in scores)
     assert len(set(explorer.v_thr.values())) == 1
     assert explorer.accuracy == pl.evaluate(explorer.model, small_test).accuracy
@@ -165,7 +165,7 @@ def test_any_sequence_of_moves_then_reset_restores_the_exact_weights(small_test)
 def test_a_slow_model_shows_an_estimate_then_the_exact_accuracy(small_test):
     explorer = ThresholdExplorer(pl.load_pretrained("lenet300"), small_test, exact_budget=0.0,
                                  estimate_images=300)
-    assert not explorer.exact_while_moving
+    assert not explorer.meter.exact_while_moving
     explorer.settle_delay = 0.05
 
     async def drag():

@@ -172,7 +172,7 @@ def test_latency_is_measured_once_the_slider_rests_and_cached(tiny_test):
 def test_a_slow_model_shows_estimates_then_exact_accuracy(small_test):
     explorer = GranularityExplorer(pl.load_pretrained("lenet300"), small_test, exact_budget=0.0,
                                    estimate_images=300, latency_repeats=0)
-    assert not explorer.exact_while_moving
+    assert not explorer.meters["weight"].exact_while_moving
     explorer.settle_delay = 0.05
 
     async def drag():

@@ -146,7 +146,7 @@ def test_a_masked_model_is_refused(small_test, curves):
 def test_a_slow_model_shows_an_estimate_then_the_exact_accuracy(small_test, curves):
     explorer = SensitivityExplorer(pl.load_pretrained("lenet300"), small_test, curves=curves, exact_budget=0.0,
                                    estimate_images=300)
-    assert not explorer.exact_while_moving
+    assert not explorer.meter.exact_while_moving
     explorer.settle_delay = 0.05
 
     async def drag():

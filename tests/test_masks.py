@@ -28,7 +28,7 @@ def test_setting_masks_replaces_never_compounds(lenet):
     fresh = pl.load_pretrained("lenet300")
     prune(fresh, 0.3)
     assert all(torch.equal(M.get_masks(lenet)[k], M.get_masks(fresh)[k]) for k in high)
-    assert M.sparsity_of(M.get_masks(lenet)) == pytest.approx(0.3, abs=1e-4)
+    assert M.mask_sparsity(M.get_masks(lenet)) == pytest.approx(0.3, abs=1e-4)
 
 
 def test_sparsity_zero_and_reset_restore_bit_identical_weights_and_accuracy(lenet, test_set):
@@ -159,3 +159,48 @@ def test_a_masked_model_can_be_copied_after_a_forward_pass_with_gradients(lenet)
     assert same(snapshot(twin), snapshot(lenet), ordered=True)
     M.reset(twin)
     assert M.masked_parameters(lenet) and not M.masked_parameters(twin)
+
+
+# ------------------------------------------------------------------------------------------------ effective tensors
+
+def test_effective_is_orig_times_mask_detached_and_the_plain_tensor_when_unmasked(lenet):
+    assert torch.equal(M.effective(lenet.fc1), lenet.fc1.weight) and M.effective(lenet.fc1, "bias") is not None
+    prune(lenet, 0.8)
+    W = M.effective(lenet.fc1)
+    assert torch.equal(W, lenet.fc1.weight_orig * lenet.fc1.weight_mask) and not W.requires_grad
+    assert M.effective(nn.Linear(3, 2, bias=False), "bias") is None
+
+
+def test_set_effective_writes_the_original_keeps_the_mask_and_refreshes_now(lenet):
+    prune(lenet, 0.8)
+    mask = lenet.fc1.weight_mask.clone()
+    M.set_effective(lenet.fc1, torch.ones_like(mask))
+    assert torch.equal(lenet.fc1.weight_orig, torch.ones_like(mask)) and torch.equal(lenet.fc1.weight_mask, mask)
+    assert torch.equal(lenet.fc1.weight, mask)                           # refreshed before any forward
+    plain = nn.Linear(3, 2)
+    M.set_effective(plain, torch.zeros(2, 3))                            # an unmasked layer: written in place
+    assert not plain.weight.any() and isinstance(plain.weight, nn.Parameter)
+
+
+def test_effective_state_dict_folds_masks_in_and_loads_into_an_unmasked_model(lenet):
+    prune(lenet, 0.9)
+    for state in (M.effective_state_dict(lenet), M.effective_state_dict(lenet.state_dict())):  # model or saved dict
+        assert list(state) and not any(k.endswith(("_orig", "_mask")) for k in state)
+        assert torch.equal(state["fc1.weight"], lenet.fc1.weight_orig * lenet.fc1.weight_mask)
+        assert not state["fc1.weight"].signbit().logical_and(state["fc1.weight"] == 0).any()  # zeros are +0.0
+        fresh = pl.build_model("lenet300", seed=1)
+        fresh.load_state_dict(state)
+        x = torch.randn(5, 1, 28, 28)
+        assert torch.equal(fresh(x), lenet(x))
+
+
+def test_load_effective_state_dict_checks_masks_keys_and_shapes_before_copying(lenet):
+    prune(lenet, 0.9)
+    state = M.effective_state_dict(lenet)
+    fresh = pl.build_model("lenet300", seed=1)
+    assert M.load_effective_state_dict(fresh, state) is fresh and torch.equal(fresh.fc1.weight, lenet.fc1.weight)
+    for target, message in [(lenet, "unmasked"), (pl.build_model("lenet5"), "does not fit this LeNet5")]:
+        kept = snapshot(target)
+        with pytest.raises(ValueError, match=message):
+            M.load_effective_state_dict(target, state, what="load_quantized")
+        assert same(kept, snapshot(target))

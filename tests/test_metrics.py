@@ -81,18 +81,6 @@ def test_masked_weights_count_as_zero_and_the_mask_is_read_not_changed():
     assert same(before, snapshot(model)) and hasattr(model[0], "weight_mask")
 
 
-def test_effective_state_dict_folds_masks_in_and_loads_into_an_unmasked_model():
-    model = pruned_lenet300(0.9)
-    state = M.effective_state_dict(model)
-    assert list(state) and not any(k.endswith(("_orig", "_mask")) for k in state)
-    assert torch.equal(state["fc1.weight"], model.fc1.weight_orig * model.fc1.weight_mask)
-    assert not state["fc1.weight"].signbit().logical_and(state["fc1.weight"] == 0).any()  # zeros are +0.0
-    fresh = pl.build_model("lenet300", seed=1)
-    fresh.load_state_dict(state)
-    x = torch.randn(5, 1, 28, 28)
-    assert torch.equal(fresh(x), model(x))
-
-
 # ------------------------------------------------------------------------------------------------ MACs
 
 def test_hand_made_model_macs():
@@ -167,7 +155,7 @@ def test_saved_file_decodes_to_exactly_the_effective_weights(tmp_path, encoding,
     torch.save(M.encode_weights(model, encoding), path)
     assert path.stat().st_size == M.file_bytes(model, encoding)      # the measured bytes are this file's
     decoded = M.decode_weights(torch.load(path, weights_only=True))
-    effective = M.effective_state_dict(model)
+    effective = pl.masks.effective_state_dict(model)
     assert same(decoded, effective)
     assert torch.equal(decoded["fc1.weight"].view(torch.int32), effective["fc1.weight"].view(torch.int32))  # bits
     fresh = pl.build_model("lenet300", seed=1)
@@ -180,7 +168,7 @@ def test_conv_weights_round_trip_and_csr_uses_the_smallest_index_dtypes():
     model = pl.build_model("lenet5")
     prune.l1_unstructured(model.conv2, "weight", amount=0.7)
     for encoding in ("bitmask", "csr"):
-        assert same(M.decode_weights(M.encode_weights(model, encoding)), M.effective_state_dict(model))
+        assert same(M.decode_weights(M.encode_weights(model, encoding)), pl.masks.effective_state_dict(model))
     csr = M.encode_weights(model, "csr")["sparse"]
     assert csr["conv2.weight"]["cols"].dtype == torch.uint8        # 6 * 5 * 5 = 150 columns
     assert csr["fc1.weight"]["cols"].dtype == torch.uint16         # 400 columns

@@ -88,17 +88,17 @@ def test_quantization_error_known_answer():
 def test_bits_outside_1_to_8_are_refused_and_the_model_untouched(bits, lenet):
     before = snapshot(lenet)
     with pytest.raises(ValueError, match="from 1 to 8"):
-        Q.fake_quantize_model(lenet, bits)
+        Q.fake_quantize_model(lenet, bits, per_channel=True)
     with pytest.raises(ValueError, match="from 1 to 8"):
-        Q.quantized_file_bytes(lenet, bits)
+        Q.quantized_file_bytes(lenet, bits, per_channel=True)
     assert same(before, snapshot(lenet))
 
 
 def test_unknown_scheme_and_layer_are_refused(lenet):
     with pytest.raises(ValueError, match="scheme"):
-        Q.fake_quantize_model(lenet, 4, scheme="asymmetric")
+        Q.fake_quantize_model(lenet, 4, scheme="asymmetric", per_channel=True)
     with pytest.raises(ValueError, match="fc2"):
-        Q.fake_quantize_model(lenet, 4, layers=["fc22"])
+        Q.fake_quantize_model(lenet, 4, layers=["fc22"], per_channel=True)
 
 
 # ------------------------------------------------------------------------------------------------ bit packing
@@ -127,7 +127,7 @@ def test_fake_quantized_lenet_at_8_bits_keeps_accuracy_and_pruned_zeros(lenet, t
     base = pl.evaluate(lenet, test_set).accuracy
     before = snapshot(lenet)
     for scheme in ("affine", "symmetric"):
-        assert pl.evaluate(Q.fake_quantize_model(lenet, 8, scheme=scheme), test_set).accuracy > base - 0.005
+        assert pl.evaluate(Q.fake_quantize_model(lenet, 8, scheme=scheme, per_channel=True), test_set).accuracy > base - 0.005
     pruned = pl.masks.copy_model(lenet)
     pl.prune(pruned, 0.9)
     pruned_before = snapshot(pruned)
@@ -135,7 +135,7 @@ def test_fake_quantized_lenet_at_8_bits_keeps_accuracy_and_pruned_zeros(lenet, t
         for bits in (8, 4, 1) if scheme == "affine" else (8, 2):
             fq = Q.fake_quantize_model(pruned, bits, scheme=scheme, per_channel=True)
             for name in ("fc1", "fc2", "fc3"):
-                W0, W1 = Q.effective_weight(pruned.get_submodule(name)), fq.get_submodule(name).weight
+                W0, W1 = pl.masks.effective(pruned.get_submodule(name)), fq.get_submodule(name).weight
                 assert torch.equal(W1[W0 == 0], torch.zeros(int((W0 == 0).sum())))
             assert pl.metrics.global_sparsity(fq) >= 0.9
     assert same(before, snapshot(lenet)) and same(pruned_before, snapshot(pruned))
@@ -145,17 +145,17 @@ def test_quantized_file_round_trip_is_exact_and_torch_loadable(lenet, tmp_path):
     pruned = pl.masks.copy_model(lenet)
     pl.prune(pruned, 0.5)
     for bits, scheme, per_channel in [(8, "affine", True), (3, "symmetric", False), (1, "affine", True)]:
-        path = Q.save_quantized(pruned, tmp_path / "q.pt", bits, scheme=scheme, per_channel=per_channel)
+        path = Q.save_quantized(pruned, bits, tmp_path / "q.pt", scheme=scheme, per_channel=per_channel)
         payload = torch.load(path, weights_only=True)
         assert payload["quantized"]["fc1.weight"]["codes"].dtype == torch.uint8
         loaded = Q.load_quantized(path, pl.build_model("lenet300"))
-        expected = pl.metrics.effective_state_dict(
+        expected = pl.masks.effective_state_dict(
             Q.fake_quantize_model(pruned, bits, scheme=scheme, per_channel=per_channel))
         assert same(snapshot(loaded), expected)
 
 
 def test_load_refuses_a_masked_model_or_a_foreign_file(lenet, tmp_path):
-    path = Q.save_quantized(lenet, tmp_path / "q.pt", 4)
+    path = Q.save_quantized(lenet, 4, tmp_path / "q.pt", per_channel=True)
     masked = pl.build_model("lenet300")
     pl.prune(masked, 0.5)
     with pytest.raises(ValueError, match="unmasked"):
@@ -167,7 +167,7 @@ def test_load_refuses_a_masked_model_or_a_foreign_file(lenet, tmp_path):
 
 def test_files_shrink_with_bits_and_4_bits_is_about_an_eighth_of_float32(lenet):
     dense = pl.metrics.file_bytes(lenet)
-    sizes = {bits: Q.quantized_file_bytes(lenet, bits) for bits in range(1, 9)}
+    sizes = {bits: Q.quantized_file_bytes(lenet, bits, per_channel=True) for bits in range(1, 9)}
     assert all(sizes[b] < sizes[b + 1] for b in range(1, 8)) and sizes[8] < dense
     n_weights = sum(layer.weight.numel() for layer in pl.masks.prunable_layers(lenet).values())
     assert sizes[4] - n_weights // 2 < 10_000                       # codes + S, Z, biases and pickle overhead

@@ -36,7 +36,7 @@ def test_iterative_pruning_masks_only_shrink_and_fine_tuning_recovers(train_set,
     # a second, lower target keeps what is pruned pruned
     prune(model, 0.5, keep_pruned=True, scope="global")
     assert all(not (M.get_masks(model)[k] & ~masks[k]).any() for k in masks)
-    assert M.sparsity_of(M.get_masks(model)) == pytest.approx(0.9, abs=1e-3)
+    assert M.mask_sparsity(M.get_masks(model)) == pytest.approx(0.9, abs=1e-3)
 
 
 def test_gradual_pruning_follows_the_cubic_and_reaches_the_target(train_set):
@@ -45,7 +45,7 @@ def test_gradual_pruning_follows_the_cubic_and_reaches_the_target(train_set):
     logs, trace = gradual_pruning(model, data, 0.8, epochs=4, prune_every=5, lr=0.005, batch_size=128)
     targets = [s for _, s in trace]
     assert targets == sorted(targets) and targets[-1] == pytest.approx(0.8)
-    assert M.sparsity_of(M.get_masks(model)) == pytest.approx(0.8, abs=1e-3)
+    assert M.mask_sparsity(M.get_masks(model)) == pytest.approx(0.8, abs=1e-3)
     assert len(logs) == 4
 
 

@@ -119,6 +119,6 @@ def test_shared_file_round_trip_is_exact_and_small(lenet, tmp_path):
     path = WS.save_shared(shared, books, tmp_path / "s.pt")
     assert torch.load(path, weights_only=True)["shared"]["fc1.weight"]["codebook"].shape == (16,)
     loaded = WS.load_shared(path, pl.build_model("lenet300"))
-    assert same(snapshot(loaded), pl.metrics.effective_state_dict(shared))
+    assert same(snapshot(loaded), pl.masks.effective_state_dict(shared))
     sizes = [WS.shared_file_bytes(*WS.share_weights(lenet, b, iters=5)) for b in (2, 4, 8)]
     assert sizes[0] < sizes[1] < sizes[2] < pl.metrics.file_bytes(lenet) / 3.8

@@ -7,6 +7,9 @@
 - Slow work can be split in two: a fast result at once, the exact one once the slider rests
   (``later``). In a running kernel "later" is ``settle_delay`` seconds after the last event; with no event
   loop (a script, a test) it is at once. ``settle()`` does it now.
+- ``AccuracyMeter`` (and ``MeteredExplorer``, an explorer with one): the accuracy readout, exact on every
+  event when that is fast enough, else an estimate now and the exact figure later.
+- ``quiet()``: set widgets from code without their observers reacting.
 """
 
 from __future__ import annotations
@@ -16,11 +19,72 @@ import functools
 import html
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import ipywidgets as widgets
+from torch import nn
 
-__all__ = ["Explorer"]
+from ..data import ImageSet
+from ..live_accuracy import LiveAccuracy
+
+__all__ = ["Explorer", "MeteredExplorer", "AccuracyMeter"]
+
+
+class AccuracyMeter:
+    """The accuracy of ``model`` on ``data`` while controls move its masks or weights.
+
+    When one pass over ``data`` takes at most ``exact_budget`` seconds (``passes`` of them per event, e.g. one per
+    model copy), every event measures all of ``data`` (``exact_while_moving``). Otherwise an event measures an
+    estimate on ``estimate_images`` images (a fixed subset) and ``settle()``, called once the controls rest,
+    measures the exact figure, recomputing only from the first layer that changed since the last exact one.
+
+    ``baseline``: the accuracy before any event; ``value`` and ``is_exact``: the latest figure. A meter for
+    another copy of the same model can share the first one's timing decision (``like``).
+    """
+
+    def __init__(self, model: nn.Module, data: ImageSet, *, exact_budget: float = 0.1, estimate_images: int = 1000,
+                 passes: int = 1, like: AccuracyMeter | None = None):
+        self.data, self.n_estimate = data, min(estimate_images, len(data))
+        self.exact = LiveAccuracy(model, data)
+        if like is None:
+            self.baseline = self.exact.accuracy()      # also fills the activation cache
+            if self.exact.seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
+                self.exact.accuracy(None)
+            self.exact_while_moving = passes * self.exact.seconds <= exact_budget
+        else:
+            self.baseline, self.exact_while_moving = like.baseline, like.exact_while_moving
+        self.estimate = (None if self.exact_while_moving
+                         else LiveAccuracy(model, data.subset(self.n_estimate, seed=0)))
+        self.value, self.is_exact = self.baseline, True
+        self._changed_since_exact: list[str] | None = []
+
+    def measure(self, changed: list[str] | None, *, exact: bool = False) -> None:
+        """After the layers ``changed`` moved (None: anything may have; [] nothing): the exact figure when it is
+        fast enough or ``exact`` is asked for, else an estimate."""
+        if changed is not None and not changed:
+            return
+        pending = self._changed_since_exact
+        pending = None if changed is None or pending is None else sorted({*pending, *changed})
+        if exact or self.exact_while_moving:
+            self.value, self.is_exact = self.exact.accuracy(pending), True
+            self._changed_since_exact = []
+        else:
+            self.value, self.is_exact = self.estimate.accuracy(changed), False
+            self._changed_since_exact = pending
+
+    def settle(self) -> None:
+        """The exact figure now, when the latest one is an estimate."""
+        if not self.is_exact:
+            changed, self._changed_since_exact = self._changed_since_exact, []
+            self.value, self.is_exact = self.exact.accuracy(changed), True
+
+    def where(self, when: str = "the slider rests", *, exact: bool | None = None) -> str:
+        """HTML: which images a figure is on (the latest one, or one that is ``exact`` or not): "all 10,000
+        test images" or an estimate's note."""
+        if self.is_exact if exact is None else exact:
+            return f"all {self.data.images_label()}"
+        return f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when {when}</i>"
 
 
 class Explorer:
@@ -35,6 +99,17 @@ class Explorer:
         self.view: widgets.Widget = widgets.VBox()
         self._pending: asyncio.TimerHandle | None = None
         self._later: Callable[[], None] | None = None
+        self._quiet = False
+
+    # ---------------------------------------------------------------- widgets set from code
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Inside the block, observers that check ``self._quiet`` ignore widget changes (also after an error)."""
+        before, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = before
 
     # ---------------------------------------------------------------- display
     def _repr_mimebundle_(self, **kwargs):
@@ -92,3 +167,39 @@ class Explorer:
         fn, self._later = self._later, None
         if fn is not None:
             fn()
+
+
+class MeteredExplorer(Explorer):
+    """An explorer whose readout is the accuracy of one model: it sets ``self.meter`` (an ``AccuracyMeter``) and
+    draws everything in ``_redraw()``."""
+
+    meter: AccuracyMeter
+
+    def _redraw(self) -> None:
+        raise NotImplementedError
+
+    def update(self, changed: list[str] | None) -> None:
+        """After the layers ``changed`` moved (None: anything may have): accuracy (exact, or an estimate now and
+        the exact figure once the controls rest), then the figure and the readout."""
+        self.meter.measure(changed)
+        if not self.meter.is_exact:
+            self.later(self._exact_accuracy)
+        self._redraw()
+
+    def _exact_accuracy(self) -> None:
+        self.meter.settle()
+        self._redraw()
+
+    @property
+    def accuracy(self) -> float:
+        """The latest accuracy (fraction): exact, or an estimate while the controls move (``accuracy_is_exact``)."""
+        return self.meter.value
+
+    @property
+    def accuracy_is_exact(self) -> bool:
+        return self.meter.is_exact
+
+    @property
+    def baseline(self) -> float:
+        """The accuracy before any control moved."""
+        return self.meter.baseline

@@ -4,7 +4,7 @@ for units the CPU latency of the physically smaller model.
 
 In every pruned layer, with scores from the original weights (as ``prunelab.prune`` computes them):
 
-- **weights**: the k = round(s · n) weights of smallest |w| go (``pruning.masks_for_sparsity``);
+- **weights**: the k = round(s · n) weights of smallest |w| go (``pruning.layer_masks_for_sparsity``);
 - **units**: the k = round(s · u) units of smallest Σ|w| go: neurons (rows of a Linear's W [out, in]) or
   channels (filters of a Conv2d's W [C_out, C_in, kH, kW]), with their bias and the γ, β of a following
   BatchNorm (``pruning.unit_masks_to_parameters``). ``shrink`` then deletes them for real; once the slider
@@ -34,14 +34,14 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..data import ImageSet
-from ..live_accuracy import LiveAccuracy
 from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
 from ..plots import FigureImage, MaskImage
-from ..pruning import nm_masks, select_layers, unit_masks_to_parameters, unit_scores, weight_scores
+from .._helpers import select_layers
+from ..pruning import nm_masks, unit_masks_to_parameters, unit_scores, weight_scores
 from ..shrink import shrink, shrinkable_layers
+from ..thresholds import RankedScores
 from ..training import model_device
-from .base import Explorer
-from .threshold import RankedScores
+from .base import AccuracyMeter, Explorer
 
 __all__ = ["GRANULARITIES", "GranularityExplorer", "ShrinkLatency", "nm_for_sparsity"]
 
@@ -82,7 +82,7 @@ class GranularityExplorer(Explorer):
       ``metrics.measure_latency`` with ``latency_repeats`` runs (0: no latency measurement).
 
     State: ``models`` ({granularity: its masked copy}), ``masks`` ({granularity: {layer: keep-mask shaped
-    like W}}), ``unit_keep`` ({layer: kept units [u]}), ``n`` (N:M's current n), ``accuracy`` and
+    like W}}), ``unit_keep`` ({layer: kept units [u]}), ``n`` (N:M's current n), ``meters``, ``accuracy`` and
     ``accuracy_is_exact`` ({granularity: ...}), ``latency`` (a ``ShrinkLatency``, or None while measuring).
     """
 
@@ -110,15 +110,15 @@ class GranularityExplorer(Explorer):
                           for name, layer in self.layers.items()}
         kinds = sorted(set(self.unit_name.values()), reverse=True)
         self.unit_label = " / ".join(kinds)                      # "neurons", "channels" or "neurons / channels"
-        self.data, self.n_test = test_data, len(test_data)
+        self.data = test_data
         self.latency_repeats = latency_repeats
         self.zoom_shape = zoom
 
         # scores from the original weights, sorted once (the mask for any s is one scatter)
         scores = weight_scores(model, self.layers, "magnitude")
         self._weight_scores = scores
-        self._weight_ranked = {name: RankedScores(s) for name, s in scores.items()}
-        self._unit_ranked = {name: RankedScores(s) for name, s in unit_scores(model, self.layers, "magnitude").items()}
+        self._weight_ranked = {name: RankedScores(s.cpu()) for name, s in scores.items()}
+        self._unit_ranked = {name: RankedScores(s.cpu()) for name, s in unit_scores(model, self.layers, "magnitude").items()}
         self._shapes = {name: tuple(M.original(model, f"{name}.weight").shape) for name in self.layers}
         self._units = {name: shape[0] for name, shape in self._shapes.items()}
         self._param_shapes = {name: {p: tuple(mask.shape) for p, mask in unit_masks_to_parameters(
@@ -136,17 +136,12 @@ class GranularityExplorer(Explorer):
         self.unit_keep = {name: torch.ones(u, dtype=torch.bool) for name, u in self._units.items()}
         self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}   # k per layer
 
-        self.exact = {g: LiveAccuracy(self.models[g], test_data) for g in GRANULARITIES}
-        self.baseline = self.exact["weight"].accuracy()      # the copies are alike: one pass gives the baseline
-        if self.exact["weight"].seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
-            self.exact["weight"].accuracy(None)
-        self.exact_while_moving = len(GRANULARITIES) * self.exact["weight"].seconds <= exact_budget
-        subset = None if self.exact_while_moving else test_data.subset(min(estimate_images, len(test_data)), seed=0)
-        self.estimate = {g: LiveAccuracy(self.models[g], subset) for g in GRANULARITIES} if subset is not None else {}
-        self.n_estimate = len(subset) if subset is not None else self.n_test
-        self.accuracy = {g: self.baseline for g in GRANULARITIES}
-        self.accuracy_is_exact = {g: True for g in GRANULARITIES}
-        self._stale: dict[str, list[str] | None] = {}            # granularity -> layers changed since exact
+        # the copies are alike: the first meter's passes give the baseline and decide exact-or-estimate for all
+        first = AccuracyMeter(self.models["weight"], test_data, exact_budget=exact_budget,
+                              estimate_images=estimate_images, passes=len(GRANULARITIES))
+        self.meters = {g: first if g == "weight" else AccuracyMeter(self.models[g], test_data, like=first,
+                                                                     estimate_images=estimate_images)
+                       for g in GRANULARITIES}
         self._latency_x = test_data.normalized(model_device(model))[:latency_batch]
         self._latency_cache: dict[tuple[int, ...], ShrinkLatency] = {}
         self.latency: ShrinkLatency | None = None
@@ -168,7 +163,6 @@ class GranularityExplorer(Explorer):
         self.readout = widgets.HTML()
         self.image = widgets.Image(format="png")
 
-        self._quiet = False
         self._build_figure()
         self.slider.observe(self.handler(self._on_slider), names="value")
         self.m.observe(self.handler(self._on_m), names="value")
@@ -268,18 +262,24 @@ class GranularityExplorer(Explorer):
         self._rebuild_panels()
         self._redraw()
 
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {g: meter.value for g, meter in self.meters.items()}
+
+    @property
+    def accuracy_is_exact(self) -> dict[str, bool]:
+        return {g: meter.is_exact for g, meter in self.meters.items()}
+
+    @property
+    def baseline(self) -> float:
+        return self.meters["weight"].baseline
+
     def update(self, changed: dict[str, list[str] | None]) -> None:
         """After the masks of ``changed`` ({granularity: layers}, None: anything) moved: accuracy (exact, or an
         estimate now and the exact figure later), latency of the shrunk model (later), figure and readout."""
-        slow = False
         for g, names in changed.items():
-            if self.exact_while_moving:
-                self.accuracy[g], self.accuracy_is_exact[g] = self.exact[g].accuracy(names), True
-            else:
-                pending = self._stale.get(g, [])
-                self._stale[g] = None if names is None or pending is None else sorted({*pending, *names})
-                self.accuracy[g], self.accuracy_is_exact[g] = self.estimate[g].accuracy(names), False
-                slow = True
+            self.meters[g].measure(names)
+        slow = not all(self.accuracy_is_exact.values())
         if self.latency_repeats and ("unit" in changed or self.latency is None) and self.units_removed():
             self.latency = self._latency_cache.get(self._unit_key())
             self.latency_error = None
@@ -297,9 +297,8 @@ class GranularityExplorer(Explorer):
 
     def _settle_exact(self) -> None:
         """Exact accuracy of the granularities shown as estimates; latency of the shrunk model if not known."""
-        stale, self._stale = self._stale, {}
-        for g, names in stale.items():
-            self.accuracy[g], self.accuracy_is_exact[g] = self.exact[g].accuracy(names), True
+        for meter in self.meters.values():
+            meter.settle()
         self._redraw_readout()
         if self.latency_repeats and self.latency is None and self.units_removed():
             try:
@@ -415,7 +414,7 @@ class GranularityExplorer(Explorer):
         if all(self.accuracy_is_exact.values()):
             where = f"on all {self.data.images_label()}"
         else:
-            where = (f"≈: estimate on {self.data.images_label(self.n_estimate)}; "
+            where = (f"≈: estimate on {self.data.images_label(self.meters['weight'].n_estimate)}; "
                      "the exact figure follows when the slider rests")
         others = [name for name in M.prunable_layers(self.dense) if name not in self.layers]
         self.readout.value = (
@@ -456,9 +455,6 @@ class GranularityExplorer(Explorer):
         self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}
         self.n = self.m.value
         self._nm_state = (self.m.value, self.n)
-        self._quiet = True
-        try:
+        with self.quiet():
             self.slider.value = 0.0
-        finally:
-            self._quiet = False
         self.update({g: None for g in GRANULARITIES})

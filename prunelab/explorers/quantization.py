@@ -39,14 +39,12 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..data import ImageSet
-from ..live_accuracy import LiveAccuracy
 from ..metrics import file_bytes
 from ..plots import FigureImage, LevelLines
-from ..pruning import select_layers
-from ..quantization import (QuantizedTensor, Scheme, dequantize, effective_weight, qrange, quantize_tensor,
-                            quantized_file_bytes, set_weight)
+from .._helpers import select_layers
+from ..quantization import QuantizedTensor, Scheme, dequantize, qrange, quantize_tensor, quantized_file_bytes
 from ..weight_sharing import Codebook, kmeans_codebook, shared_file_bytes
-from .base import Explorer
+from .base import AccuracyMeter, MeteredExplorer
 
 __all__ = ["FLOAT", "Method", "QuantizationExplorer", "Quantized", "Setting", "linear_levels"]
 
@@ -98,7 +96,7 @@ def _errors(W: Tensor, W_hat: Tensor) -> tuple[float, float]:
     return float((E ** 2).mean().sqrt()), float(E.abs().max())
 
 
-class QuantizationExplorer(Explorer):
+class QuantizationExplorer(MeteredExplorer):
     """Bits, scheme, per-tensor/per-channel and method → levels on the weight histogram, rounding error,
     test accuracy and bytes on disk. Works on its own copy of ``model``.
 
@@ -120,21 +118,16 @@ class QuantizationExplorer(Explorer):
         self.bins = bins
         self.reference = M.copy_model(model)          # never written: W and the files are read from it
         self.quantized_model = M.copy_model(model)    # holds Ŵ
-        self.W = {name: effective_weight(self.reference.get_submodule(name)).cpu().float() for name in self.layers}
+        self.W = {name: M.effective(self.reference.get_submodule(name)).cpu().float() for name in self.layers}
         self._saved = {name: (getattr(layer, "weight_orig", None) if hasattr(layer, "weight_mask") else layer.weight)
                        .detach().clone() for name, layer in select_layers(self.quantized_model, list(self.layers)).items()}
         self.float_bytes = file_bytes(self.reference)
         self.cache: dict[Setting, Quantized] = {}
         self.current: Quantized | None = None
 
-        self.exact = LiveAccuracy(self.quantized_model, test_data)
-        self.baseline = self.exact.accuracy()
-        if self.exact.seconds < 10 * exact_budget:   # the first pass also normalises the images: time another
-            self.exact.accuracy(None)
-        self.exact_while_moving = self.exact.seconds <= exact_budget
-        self.estimate = (None if self.exact_while_moving else LiveAccuracy(
-            self.quantized_model, test_data.subset(min(estimate_images, len(test_data)), seed=0)))
-        self.data, self.n_estimate = test_data, min(estimate_images, len(test_data))
+        self.meter = AccuracyMeter(self.quantized_model, test_data, exact_budget=exact_budget,
+                                   estimate_images=estimate_images)
+        self.data = test_data
 
         style = {"description_width": "initial"}
         self.bits = widgets.SelectionSlider(options=[(str(b), b) for b in range(1, 9)] + [("32 (float)", FLOAT)],
@@ -155,7 +148,6 @@ class QuantizationExplorer(Explorer):
         self.readout = widgets.HTML()
         self.image = widgets.Image(format="png")
 
-        self._quiet = False
         self._build_figure()
         for control in (self.bits, self.method, self.scheme, self.per_channel):
             control.observe(self.handler(self._on_setting), names="value")
@@ -202,7 +194,7 @@ class QuantizationExplorer(Explorer):
     def _write(self, weights: dict[str, Tensor]) -> None:
         for name, W in weights.items():
             layer = self.quantized_model.get_submodule(name)
-            set_weight(layer, W.to(self._saved[name].device, self._saved[name].dtype))
+            M.set_effective(layer, W.to(self._saved[name].device, self._saved[name].dtype))
 
     def show(self, setting: Setting | None) -> None:
         """Quantize the copy for ``setting`` (cached, or computed now: k-means' starting point first) and redraw."""
@@ -225,10 +217,8 @@ class QuantizationExplorer(Explorer):
         self._redraw()
 
     def _measure_accuracy(self, result: Quantized) -> None:
-        if self.exact_while_moving:
-            result.accuracy, result.accuracy_is_exact = self.exact.accuracy(None), True
-        else:
-            result.accuracy, result.accuracy_is_exact = self.estimate.accuracy(None), False
+        self.meter.measure(None)                     # every layer's weights may have changed
+        result.accuracy, result.accuracy_is_exact = self.meter.value, self.meter.is_exact
 
     def _settle_exact(self) -> None:
         """Converged k-means, exact accuracy and the real file's bytes for the setting shown."""
@@ -242,7 +232,8 @@ class QuantizationExplorer(Explorer):
             self.current = result
             self._fit_levels()
         if not result.accuracy_is_exact:
-            result.accuracy, result.accuracy_is_exact = self.exact.accuracy(None), True
+            self.meter.measure(None, exact=True)     # the weights shown are this result's
+            result.accuracy, result.accuracy_is_exact = self.meter.value, self.meter.is_exact
         if result.file_bytes is None:
             result.file_bytes = self.file_bytes(result)
         self._redraw()
@@ -262,11 +253,8 @@ class QuantizationExplorer(Explorer):
         try:
             self.show(self.setting())
         except Exception:               # e.g. binary 1-bit on pruned zeros: the controls go back to what is shown
-            self._quiet = True
-            try:
+            with self.quiet():
                 change["owner"].value = change["old"]
-            finally:
-                self._quiet = False
             raise
         finally:
             self._configure_controls()
@@ -289,11 +277,8 @@ class QuantizationExplorer(Explorer):
     def _configure_controls(self) -> None:
         kmeans = self.method.value == "kmeans"
         self.scheme.disabled = self.per_channel.disabled = kmeans
-        self._quiet = True
-        try:
+        with self.quiet():
             self.channel.max = self.W[self.layer.value].shape[0] - 1
-        finally:
-            self._quiet = False
         self.channel.layout.display = None if (not kmeans and self.per_channel.value) else "none"
 
     # ------------------------------------------------------------------ drawing
@@ -384,9 +369,7 @@ class QuantizationExplorer(Explorer):
             rows = ("<table style='font-family:monospace;font-size:12px'><tr><th align=left>layer</th>"
                     "<th align=left>weights</th><th align=left>levels</th><th align=left>RMS error</th>"
                     "<th align=left>max |r − r̂|</th></tr>" + rows + "</table>")
-            where = (f"all {self.data.images_label()}" if r.accuracy_is_exact else
-                     f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when the "
-                     "slider rests</i>")
+            where = self.meter.where(exact=r.accuracy_is_exact)
             accuracy = (f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{r.accuracy:.2%}</b> "
                         f"({where}); float32 {self.baseline:.2%}, "
                         f"change {100 * (r.accuracy - self.baseline):+.2f} points</div>")
@@ -403,12 +386,9 @@ class QuantizationExplorer(Explorer):
         """The copy's original weights back, bit for bit; controls back to float32, linear, affine, per tensor."""
         self._write(self._saved)
         self.current = None
-        self._quiet = True
-        try:
+        with self.quiet():
             self.bits.value, self.method.value, self.scheme.value, self.per_channel.value = FLOAT, "linear", "affine", False
             self.channel.value = 0
-        finally:
-            self._quiet = False
         self._configure_controls()
         self._rebuild_panel()
         self._redraw()

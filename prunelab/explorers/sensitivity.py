@@ -23,17 +23,16 @@ from torch import nn
 
 from .. import masks as M
 from ..data import ImageSet
-from ..live_accuracy import LiveAccuracy
 from ..plots import FigureImage
 from ..pruning import Criterion
 from ..sensitivity import (DEFAULT_SPARSITIES, Allocation, ScanGranularity, SensitivityCurves,
                            allocate_sparsity, ranked_layers, sensitivity_scan)
-from .base import Explorer
+from .base import AccuracyMeter, MeteredExplorer
 
 __all__ = ["SensitivityExplorer"]
 
 
-class SensitivityExplorer(Explorer):
+class SensitivityExplorer(MeteredExplorer):
     """Per-layer sensitivity curves with one sparsity dial per layer; prunes ``model`` in place, non-destructively.
 
     - ``data``: where the curves (unless ``curves`` is given) and the combined accuracy are measured (the
@@ -71,16 +70,7 @@ class SensitivityExplorer(Explorer):
         self._masked: set[str] = set()
 
         self.data = data
-        self.exact = LiveAccuracy(model, data)
-        self.baseline = self.exact.accuracy()      # also fills the activation cache
-        if self.exact.seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
-            self.exact.accuracy(None)
-        self.exact_while_moving = self.exact.seconds <= exact_budget
-        self.estimate = (None if self.exact_while_moving
-                         else LiveAccuracy(model, data.subset(estimate_images, seed=0)))
-        self.n_estimate = min(estimate_images, len(data))
-        self.accuracy, self.accuracy_is_exact = self.baseline, True
-        self._changed_since_exact: list[str] | None = []
+        self.meter = AccuracyMeter(model, data, exact_budget=exact_budget, estimate_images=estimate_images)
 
         style = {"description_width": "initial"}
         s_max = curves.sparsities[-1]
@@ -99,7 +89,6 @@ class SensitivityExplorer(Explorer):
         self.image = widgets.Image(format="png")
 
         self._build_figure()
-        self._quiet = False
         for name, dial in self.dials.items():
             dial.observe(self.handler(lambda change, name=name: self._on_dial(name, change)), names="value")
         self.fit_button.on_click(self.handler(lambda _: self.fit_budget()))
@@ -138,12 +127,9 @@ class SensitivityExplorer(Explorer):
         if unknown:
             raise ValueError(f"No dial for {sorted(unknown)}; layers: {', '.join(self.dials)}.")
         changed = self._apply(dict(sparsity))
-        self._quiet = True
-        try:
+        with self.quiet():
             for name, s in sparsity.items():
                 self.dials[name].value = s
-        finally:
-            self._quiet = False
         self.update(changed)
 
     def fit_budget(self) -> Allocation:
@@ -158,26 +144,6 @@ class SensitivityExplorer(Explorer):
             return
         self.allocation = None
         self.update(self._apply({name: float(change["new"])}))
-
-    # ------------------------------------------------------------------ accuracy
-    def update(self, changed: list[str] | None) -> None:
-        """After the masks of ``changed`` layers moved (None: anything may have): accuracy (exact, or an
-        estimate now and the exact figure later), then the figure and the readout."""
-        if changed is not None and not changed:       # nothing moved (LiveAccuracy refuses an empty list)
-            pass
-        elif self.exact_while_moving:
-            self.accuracy, self.accuracy_is_exact = self.exact.accuracy(changed), True
-        else:
-            pending = self._changed_since_exact
-            self._changed_since_exact = None if changed is None or pending is None else sorted({*pending, *changed})
-            self.accuracy, self.accuracy_is_exact = self.estimate.accuracy(changed), False
-            self.later(self._exact_accuracy)
-        self._redraw()
-
-    def _exact_accuracy(self) -> None:
-        changed, self._changed_since_exact = self._changed_since_exact, []
-        self.accuracy, self.accuracy_is_exact = self.exact.accuracy(changed), True
-        self._redraw()
 
     # ------------------------------------------------------------------ drawing
     def _build_figure(self) -> None:
@@ -225,9 +191,7 @@ class SensitivityExplorer(Explorer):
                         f"<td>{kept:,} / {curves.weights[name]:,}</td>"
                         f"<td>{curves.accuracy_at(name, s):.2%}</td><td>{100 * curves.drop(name, s):+.2f}</td></tr>")
         kept, total = self.kept, curves.total
-        where = (f"all {self.data.images_label()}" if self.accuracy_is_exact else
-                 f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when the dials "
-                 "rest</i>")
+        where = self.meter.where("the dials rest")
         fit = ""
         if self.allocation is not None:
             fit = (f"<div>dials set by allocate_sparsity for a budget of {self.allocation.budget:,} weights "
@@ -251,10 +215,7 @@ class SensitivityExplorer(Explorer):
         self._masked.clear()
         self.sparsity = {name: 0.0 for name in self.sparsity}
         self.allocation = None
-        self._quiet = True
-        try:
+        with self.quiet():
             for dial in self.dials.values():
                 dial.value = 0.0
-        finally:
-            self._quiet = False
         self.update(None)

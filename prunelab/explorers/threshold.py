@@ -1,4 +1,4 @@
-"""The threshold explorer: move v_thr (or the target sparsity) and see the mask M = s(W) > v_thr, the weight
+"""The threshold explorer: move v_thr (or the target sparsity) and see the mask M = scores > v_thr, the weight
 histogram, the sparsity and the test accuracy on all 10,000 test images change at once.
 
 Three rules give v_thr (``rule``):
@@ -27,46 +27,18 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..data import ImageSet
-from ..live_accuracy import LiveAccuracy
 from ..plots import FigureImage, MaskImage, WeightHistogram
-from ..pruning import select_layers, weight_scores
-from ..thresholds import threshold_from_std
-from .base import Explorer
+from .._helpers import select_layers
+from ..pruning import weight_scores
+from ..thresholds import RankedScores, threshold_from_std
+from .base import AccuracyMeter, MeteredExplorer
 
-__all__ = ["RankedScores", "ThresholdExplorer"]
+__all__ = ["ThresholdExplorer"]
 
 Rule = Literal["sparsity", "threshold", "quality"]
 
 
-class RankedScores:
-    """Scores sorted once (stable), so that for any s the mask removing the k = round(s · n) lowest is one
-    scatter: the same mask as ``thresholds.mask_for_sparsity`` (ties broken by position)."""
-
-    def __init__(self, scores: Tensor):
-        self.shape = scores.shape
-        self.sorted, self.order = torch.sort(scores.detach().flatten().float().cpu(), stable=True)
-        self.n = self.sorted.numel()
-
-    def mask_for_sparsity(self, s: float) -> Tensor:
-        keep = torch.ones(self.n, dtype=torch.bool)
-        keep[self.order[:round(s * self.n)]] = False
-        return keep.view(self.shape)
-
-    def threshold_for_sparsity(self, s: float) -> float:
-        k = round(s * self.n)
-        return float(self.sorted[k - 1]) if k > 0 else -math.inf
-
-    def sparsity_for_threshold(self, v_thr: float) -> float:
-        """Fraction of scores ≤ v_thr, i.e. removed by M = scores > v_thr."""
-        return int(torch.searchsorted(self.sorted, v_thr, right=True)) / self.n
-
-    def mask_for_threshold(self, v_thr: float) -> Tensor:
-        keep = torch.ones(self.n, dtype=torch.bool)
-        keep[self.order[:int(torch.searchsorted(self.sorted, v_thr, right=True))]] = False
-        return keep.view(self.shape)
-
-
-class ThresholdExplorer(Explorer):
+class ThresholdExplorer(MeteredExplorer):
     """Prune ``model`` in place (non-destructively) with a slider; show mask, histogram, sparsity, accuracy.
 
     - ``test_data``: where accuracy is measured (all of it, every event, when that takes ≤ ``exact_budget``
@@ -97,16 +69,8 @@ class ThresholdExplorer(Explorer):
             keep = M.get_masks(model).get(f"{name}.weight")
             self.masks[name] = keep.cpu() if keep is not None else torch.ones(self.layers[name].weight.shape, dtype=torch.bool)
 
-        self.exact = LiveAccuracy(model, test_data)
-        self.baseline = self.exact.accuracy()      # also fills the activation cache
-        if self.exact.seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
-            self.exact.accuracy(None)
-        self.exact_while_moving = self.exact.seconds <= exact_budget
-        self.estimate = (None if self.exact_while_moving
-                         else LiveAccuracy(model, test_data.subset(min(estimate_images, len(test_data)), seed=0)))
-        self.data, self.n_estimate = test_data, min(estimate_images, len(test_data))
-        self.accuracy, self.accuracy_is_exact = self.baseline, True
-        self._changed_since_exact: list[str] | None = []
+        self.meter = AccuracyMeter(model, test_data, exact_budget=exact_budget, estimate_images=estimate_images)
+        self.data = test_data
 
         criteria = ["magnitude", "random"] + (["gradient", "taylor"] if calibration_data is not None else [])
         style = {"description_width": "initial"}
@@ -127,7 +91,6 @@ class ThresholdExplorer(Explorer):
         self.image = widgets.Image(format="png")
 
         self._build_figure(bins)
-        self._quiet = False
         self.slider.observe(self.handler(self._on_slider), names="value")
         self.layer.observe(self.handler(self._on_layer), names="value")
         self.scope.observe(self.handler(self._on_scope), names="value")
@@ -148,7 +111,7 @@ class ThresholdExplorer(Explorer):
         criterion = self.criterion.value
         if criterion not in self._scores:
             scores = weight_scores(self.model, self.layers, criterion, self.calibration_data)
-            table = {name: RankedScores(s) for name, s in scores.items()}
+            table = {name: RankedScores(s.cpu()) for name, s in scores.items()}
             table["*"] = RankedScores(torch.cat([s.flatten().float().cpu() for s in scores.values()]))
             self._scores[criterion] = table
         return self._scores[criterion][key]
@@ -233,13 +196,10 @@ class ThresholdExplorer(Explorer):
         else:
             lo, hi, step, label = 0.0, 4.0, 0.02, "q"
         value = self._value_for(key)
-        self._quiet = True
-        try:
+        with self.quiet():
             self.slider.min, self.slider.max = lo, max(hi, lo + step)   # widen first, then narrow
             self.slider.step, self.slider.description = step, label
             self.slider.value = min(max(value, lo), self.slider.max)
-        finally:
-            self._quiet = False
 
     def _on_slider(self, change) -> None:
         if self._quiet:
@@ -258,9 +218,8 @@ class ThresholdExplorer(Explorer):
 
     def _on_criterion(self, change) -> None:
         if self.rule.value == "quality" and change["new"] != "magnitude":
-            self._quiet = True
-            self.rule.value = "sparsity"
-            self._quiet = False
+            with self.quiet():
+                self.rule.value = "sparsity"
         # keep each layer's sparsity, now ranked by the new criterion
         keys = ["*"] if self.scope.value == "global" else list(self.layers)
         sparsity = {key: self.sparsity(key) for key in keys}
@@ -272,9 +231,8 @@ class ThresholdExplorer(Explorer):
         if self._quiet:
             return
         if change["new"] == "quality" and self.criterion.value != "magnitude":
-            self._quiet = True
-            self.rule.value = change["old"]
-            self._quiet = False
+            with self.quiet():
+                self.rule.value = change["old"]
             raise ValueError("The quality rule v_thr = q·σ(W) is defined for magnitude scores only; "
                              "pick criterion 'magnitude' first.")
         self._configure_slider()
@@ -304,23 +262,6 @@ class ThresholdExplorer(Explorer):
         self.renderer.animated = [self.mask_image.image, *self.histogram.artists]
         self.renderer.capture_background()
 
-    def update(self, changed: list[str] | None) -> None:
-        """After the masks of ``changed`` layers moved (None: anything may have): accuracy (exact, or an
-        estimate now and the exact figure later), then the figure and the readout."""
-        if self.exact_while_moving:
-            self.accuracy, self.accuracy_is_exact = self.exact.accuracy(changed), True
-        else:
-            pending = self._changed_since_exact
-            self._changed_since_exact = None if changed is None or pending is None else sorted({*pending, *changed})
-            self.accuracy, self.accuracy_is_exact = self.estimate.accuracy(changed), False
-            self.later(self._exact_accuracy)
-        self._redraw()
-
-    def _exact_accuracy(self) -> None:
-        changed, self._changed_since_exact = self._changed_since_exact, []
-        self.accuracy, self.accuracy_is_exact = self.exact.accuracy(changed), True
-        self._redraw_readout()
-
     def _redraw(self) -> None:
         name = self.layer.value
         magnitude = self.criterion.value == "magnitude" and math.isfinite(self.v_thr.get(name, -math.inf))
@@ -341,9 +282,7 @@ class ThresholdExplorer(Explorer):
                         f"<td>{1 - kept / total:.1%}</td></tr>")
         other = sum(p.numel() for p in self.model.parameters()) - total_all   # biases, BatchNorm, other layers
         delta = 100 * (self.accuracy - self.baseline)
-        where = (f"all {self.data.images_label()}" if self.accuracy_is_exact
-                 else f"<i>estimate on {self.data.images_label(self.n_estimate)}; the exact figure follows when the "
-                      "slider rests</i>")
+        where = self.meter.where()
         self.readout.value = (
             "<table style='font-family:monospace;font-size:12px'>"
             "<tr><th align=left>layer</th><th align=left>v_thr</th><th align=left>weights kept</th>"

@@ -1,0 +1,223 @@
+"""The model's traced graph: every structural question about a model is answered from it.
+
+``torch.fx.symbolic_trace`` turns ``forward`` into a graph of nodes (``call_module 'conv1'``,
+``call_function relu``, ``call_method 'flatten'``, ...); ``node.users`` are the nodes that read a node's value.
+What the rest of prunelab asks of that graph is here, once:
+
+- ``trace``: the graph, or a TypeError naming what needed it;
+- ``layer_node`` / ``layer_nodes``: the one node calling a named layer;
+- ``units``: a layer's number of units (rows of a Linear's W [out, in], filters of a Conv2d's W [C_out, ...]);
+- ``elementwise_op`` / ``is_elementwise``: activations that act on each unit alone (ReLU, GELU, ...);
+- ``sole_user``: the one node reading a value, when only one does;
+- ``following_batchnorm``: ``{conv: bn}`` for each Conv2d whose output only a BatchNorm2d reads;
+- ``routes``: every way from a layer's output to the Conv2d/Linear layers that read its units, through
+  BatchNorm, activations, pooling and Flatten; a residual ``add`` or the model's output stops it.
+
+``shrink`` slices along the routes, ``data_criteria`` finds a layer's activations, ``pruning`` masks the
+BatchNorm that follows a conv. Own models (and, later, transformers) extend this module.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+__all__ = ["GraphError", "Route", "trace", "layer_node", "layer_nodes", "units", "ELEMENTWISE_MODULES",
+           "ELEMENTWISE_FUNCTIONS", "ELEMENTWISE_METHODS", "elementwise_op", "is_elementwise", "sole_user",
+           "following_batchnorm", "routes"]
+
+# Operations that act on each unit alone. Each can be applied to a tensor of unit values [n]: shrink feeds it
+# the constant a dead unit outputs (ReLU(-3) = 0, Sigmoid(0) = 0.5).
+ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh,
+                       nn.Hardswish)
+ELEMENTWISE_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.tanh,
+                         torch.sigmoid)
+ELEMENTWISE_METHODS = ("relu", "relu_", "tanh", "sigmoid")
+
+_SPATIAL = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)   # per channel: map only
+_IDENTITY = (nn.Dropout, nn.Identity)
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
+_ADD_METHODS = ("add", "add_")
+
+
+class GraphError(ValueError):
+    """The graph gives no answer for a layer: forward never calls it, calls it twice, or its units are tied to
+    others. The message is a clause about the layer ("layer 'x' is ...", "its output channels are ...")."""
+
+
+def trace(model: nn.Module, what: str) -> fx.GraphModule:
+    """``fx.symbolic_trace(model)``: the graph of ``model.forward``, sharing the model's layers.
+
+    ``what`` names what needs the graph ("shrink", "Data criteria", ...), for the TypeError raised when the
+    model cannot be traced.
+    """
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as e:  # fx raises many kinds of errors on untraceable code
+        raise TypeError(f"{what} follows the dataflow of {type(model).__name__} in its torch.fx graph, and "
+                        f"torch.fx.symbolic_trace failed on it: {e}. Use a model whose forward has no "
+                        "data-dependent control flow (no Python `if` or loop on tensor values).") from e
+
+
+def layer_nodes(gm: fx.GraphModule, names: list[str]) -> dict[str, fx.Node]:
+    """``{name: the node calling layer name}``; GraphError if forward never calls one or calls it twice."""
+    calls: dict[str, list[fx.Node]] = {name: [] for name in names}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in calls:
+            calls[node.target].append(node)
+    forward = f"{type(gm).__name__}.forward"
+    for name, nodes in calls.items():
+        if not nodes:
+            raise GraphError(f"layer {name!r} is never called in {forward}, so nothing reads its units; name a "
+                             "layer that forward uses")
+        if len(nodes) > 1:
+            raise GraphError(f"layer {name!r} is called {len(nodes)} times in {forward} (a shared layer), so its "
+                             "units have no single output; give each use its own layer")
+    return {name: nodes[0] for name, nodes in calls.items()}
+
+
+def layer_node(gm: fx.GraphModule, name: str) -> fx.Node:
+    """The node calling layer ``name``; GraphError if forward never calls it or calls it more than once."""
+    return layer_nodes(gm, [name])[name]
+
+
+def units(layer: nn.Module) -> int:
+    """Number of removable units: output features of a Linear, output channels of a Conv2d."""
+    if isinstance(layer, nn.Linear):
+        return layer.out_features
+    if isinstance(layer, nn.Conv2d):
+        return layer.out_channels
+    raise TypeError(f"units are the outputs of an nn.Linear or nn.Conv2d, not of a {type(layer).__name__}")
+
+
+def elementwise_op(gm: fx.GraphModule, node: fx.Node) -> Callable[[Tensor], Tensor] | None:
+    """What ``node`` does to each unit, as a function of a tensor of unit values (keeping the node's other
+    arguments, e.g. F.leaky_relu's slope), when it applies one of the ELEMENTWISE operations to one tensor;
+    else None."""
+    if not (node.args and isinstance(node.args[0], fx.Node)) or any(
+            isinstance(a, fx.Node) for a in (*node.args[1:], *node.kwargs.values())):
+        return None                                     # no tensor input, or a second one: not per unit
+    rest, kwargs = node.args[1:], node.kwargs
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return module if isinstance(module, ELEMENTWISE_MODULES) else None
+    if node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS:
+        return lambda v: node.target(v, *rest, **kwargs)
+    if node.op == "call_method" and node.target in ELEMENTWISE_METHODS:
+        return lambda v: getattr(v, node.target)(*rest, **kwargs)
+    return None
+
+
+def is_elementwise(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True when ``node`` applies an activation to each unit alone (see ``elementwise_op``)."""
+    return elementwise_op(gm, node) is not None
+
+
+def sole_user(node: fx.Node) -> fx.Node | None:
+    """The one node reading ``node``, if it reads it as its first argument and nothing else reads it."""
+    if len(node.users) != 1:
+        return None
+    (user,) = node.users
+    return user if user.args[:1] == (node,) else None
+
+
+def following_batchnorm(model: nn.Module) -> dict[str, str]:
+    """``{conv_name: bn_name}`` for every Conv2d whose output goes straight (and only) into a BatchNorm2d."""
+    gm = trace(model, "following_batchnorm")
+    pairs = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Conv2d):
+            user = sole_user(node)
+            if user is not None and user.op == "call_module" and isinstance(gm.get_submodule(user.target),
+                                                                            nn.BatchNorm2d):
+                pairs[node.target] = user.target
+    return pairs
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way from a layer's output to a layer that reads its units.
+
+    reader: name of the Conv2d (reads channels) or Linear (reads features) at the end;
+    flat: True when the units arrive flattened, each as S consecutive features of the Linear's input;
+    chain: the per-unit modules met on the way, in order: ``(name, BatchNorm)`` or ``(None, elementwise op)``.
+    """
+    reader: str
+    flat: bool
+    chain: tuple[tuple[str | None, Callable[[Tensor], Tensor]], ...]
+
+
+def routes(gm: fx.GraphModule, name: str) -> list[Route]:
+    """Every route from the output of layer ``name`` (a Linear or Conv2d) to the layers that read its units.
+
+    BatchNorm, elementwise activations, pooling, Dropout and Flatten are passed through. GraphError (a
+    ValueError) where the units cannot be followed one by one: a grouped conv, a residual ``add`` (the
+    units are tied to the sum's other input), the model's output, or an operation the walk does not know.
+    """
+    node = layer_node(gm, name)                 # first: a layer forward never calls is not in gm
+    layer = gm.get_submodule(name)
+    if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+        raise GraphError("it is a grouped convolution (groups > 1)")
+    found: list[Route] = []
+    _walk(gm, node, units(layer), isinstance(layer, nn.Linear), (), found)
+    return found
+
+
+def _is_flatten(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for a Flatten of [B, C, H, W] to [B, C*H*W]: nn.Flatten(), torch.flatten(x, 1), x.flatten(1)."""
+    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Flatten):
+        m = gm.get_submodule(node.target)
+        return m.start_dim == 1 and m.end_dim == -1
+    if (node.op == "call_function" and node.target is torch.flatten) or (
+            node.op == "call_method" and node.target == "flatten"):
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+        return start == 1 and end == -1
+    return False
+
+
+def _is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS
+            or node.op == "call_method" and node.target in _ADD_METHODS)
+
+
+def _walk(gm: fx.GraphModule, node: fx.Node, n: int, flat: bool, chain: tuple, found: list[Route]) -> None:
+    """Follow the tensor made by ``node`` (n units, as channels of a map or features when ``flat``) to
+    every layer that reads it, appending one ``Route`` per reader; raise GraphError where it can't go."""
+    for user in node.users:
+        m = gm.get_submodule(user.target) if user.op == "call_module" else None
+        where = f"{user.op} {getattr(user.target, '__name__', user.target)!r}"
+        if user.op == "output":
+            raise GraphError("its outputs are outputs of the model (the classes of the classifier); they "
+                             "cannot be removed")
+        if _is_add(user):
+            others = ", ".join(repr(a.target if a.op == "call_module" else a.name)
+                               for a in user.args if isinstance(a, fx.Node) and a is not node)
+            raise GraphError(f"its output channels are tied by a residual connection: they reach the `add` node "
+                             f"{user.name!r} together with {others}, so removing one channel would need the same "
+                             "channel removed from every layer that feeds that sum (the whole stage)")
+        if isinstance(m, (nn.Conv2d, nn.Linear)):                       # a reader: the route ends here
+            if isinstance(m, nn.Conv2d) and (flat or m.groups != 1):
+                raise GraphError(f"{user.target!r} reads it as a {'flattened vector' if flat else 'grouped conv'}")
+            if isinstance(m, nn.Linear) and not flat:
+                raise GraphError(f"Linear {user.target!r} is applied to its last (width) dimension, not channels")
+            found.append(Route(user.target, flat, chain))
+            continue
+        op = elementwise_op(gm, user)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):             # per unit: sliced with it, go on
+            if isinstance(m, nn.BatchNorm2d) == flat or m.num_features != n:
+                raise GraphError(f"{type(m).__name__} {user.target!r} does not normalise its {n} units one by one")
+            _walk(gm, user, n, flat, chain + ((user.target, m),), found)
+        elif op is not None:
+            _walk(gm, user, n, flat, chain + ((None, op),), found)
+        elif isinstance(m, _IDENTITY) or (isinstance(m, _SPATIAL) and not flat):   # pooling keeps channels
+            _walk(gm, user, n, flat, chain, found)
+        elif _is_flatten(gm, user):                                 # channel c -> S consecutive features
+            _walk(gm, user, n, True, chain, found)
+        else:
+            raise GraphError(f"its output cannot be followed through {where} (node {user.name!r})")
