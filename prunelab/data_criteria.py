@@ -85,65 +85,6 @@ def _layer_nodes(model: nn.Module, gm: fx.GraphModule, names: list[str]) -> dict
     return graph.layer_nodes(gm, names)
 
 
-def _activation_node(gm: fx.GraphModule, layer: fx.Node) -> fx.Node:
-    """The node whose value is the layer's units: layer -> [BatchNorm] -> [nonlinearity], each taken if present."""
-    node, user = layer, graph.sole_user(layer)
-    if (user is not None and user.op == "call_module"
-            and isinstance(gm.get_submodule(user.target), nn.modules.batchnorm._BatchNorm)):
-        node, user = user, graph.sole_user(user)
-    return user if user is not None and graph.is_elementwise(gm, user) else node
-
-
-def _next_linear(gm: fx.GraphModule, act: fx.Node) -> nn.Linear | None:
-    """The Linear that alone reads ``act``, if any: then removing a unit is a rank-1 change of its output."""
-    user = graph.sole_user(act)
-    if user is None or user.op != "call_module" or len(user.args) != 1 or user.kwargs:
-        return None
-    module = gm.get_submodule(user.target)
-    return module if isinstance(module, nn.Linear) else None
-
-
-def _frontier(gm: fx.GraphModule, cut: fx.Node) -> list[fx.Node]:
-    """The values computed up to ``cut`` (inclusive) that later nodes read: all the rest of the graph needs."""
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    return [n for n in gm.graph.nodes if order[n] <= order[cut] and n.op != "get_attr"
-            and any(order[u] > order[cut] for u in n.users)]
-
-
-def _subgraph(gm: fx.GraphModule, inputs: list[fx.Node], outputs: list[fx.Node]) -> fx.GraphModule:
-    """A module mapping the values of ``inputs`` to a tuple of the values of ``outputs``, sharing gm's layers.
-
-    Each output is cloned as soon as it is computed, so in-place operations after it (ReLU(inplace=True),
-    ``out += identity``) cannot change what is returned.
-    """
-    needed, stack = set(), list(outputs)
-    while stack:
-        node = stack.pop()
-        if node not in needed and node not in inputs:
-            needed.add(node)
-            stack.extend(node.all_input_nodes)
-    graph = fx.Graph()
-    env = {node: graph.placeholder(f"in_{i}") for i, node in enumerate(inputs)}
-    returned = {node: env[node] for node in outputs if node in env}
-    for node in gm.graph.nodes:
-        if node in needed:
-            if node.op == "placeholder":
-                raise ValueError(f"Internal: input {node.name!r} is needed but not given.")
-            env[node] = graph.node_copy(node, lambda n: env[n])
-            if node in outputs:
-                returned[node] = graph.call_method("clone", (env[node],))
-    graph.output(tuple(returned[node] for node in outputs))
-    return fx.GraphModule(gm, graph)
-
-
-def _input_and_result(gm: fx.GraphModule) -> tuple[fx.Node, fx.Node]:
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    result = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    if len(placeholders) != 1 or not isinstance(result, fx.Node):
-        raise TypeError("Data criteria need a model taking one input tensor and returning one tensor of logits.")
-    return placeholders[0], result
-
-
 # ---------------------------------------------------------------- running it
 
 def _check_x(x: Tensor) -> None:
@@ -210,8 +151,8 @@ def collect_activations(model: nn.Module, x: Tensor, layers: list[str] | None = 
     names = list(prunable_layers(model)) if layers is None else list(layers)
     gm = graph.trace(model, "collect_activations")
     nodes = _layer_nodes(model, gm, names)
-    source, _ = _input_and_result(gm)
-    run = _subgraph(gm, [source], [_activation_node(gm, nodes[name]) for name in names])
+    source, _ = graph.input_and_output(gm)
+    run = graph.subgraph(gm, [source], [graph.activation_node(gm, nodes[name]) for name in names])
     with in_mode(model, training=False), torch.no_grad():
         values = _run(run, model, x.to(model_device(model)))
     return dict(zip(names, values))
@@ -240,15 +181,16 @@ def measured_loss_change(model: nn.Module, layer: str, data: Data, *, n_images: 
     batch_size = _batch_size(model, batch_size)
     module = gm.get_submodule(layer)
     units, unit_dim = graph.units(module), -1 if isinstance(module, nn.Linear) else 1
-    source, result = _input_and_result(gm)
-    act = _activation_node(gm, node)
-    nxt = _next_linear(gm, act) if isinstance(module, nn.Linear) else None
+    source, result = graph.input_and_output(gm)
+    act = graph.activation_node(gm, node)
+    nxt = graph.sole_linear_reader(gm, act) if isinstance(module, nn.Linear) else None
     if nxt is not None:     # rank-1: the rest of the network starts after the Linear that alone reads h
         cut, without_unit = graph.sole_user(act), partial(_linear_output_without_unit, effective(nxt))
     else:                   # general: the rest of the network starts at h itself
         cut, without_unit = act, partial(_activations_without_unit, unit_dim)
-    needed = _frontier(gm, cut)
-    below, rest, i = _subgraph(gm, [source], needed + [act]), _subgraph(gm, needed, [result]), needed.index(cut)
+    needed = graph.frontier(gm, cut)
+    below, rest = graph.subgraph(gm, [source], needed + [act]), graph.subgraph(gm, needed, [result])
+    i = needed.index(cut)
 
     dL_sums = torch.zeros(units, dtype=torch.float64, device=device)       # Σ_n (ℓ_j(n) − ℓ(n)) per unit j
     with in_mode(model, training=False), torch.no_grad():
@@ -305,8 +247,8 @@ def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = No
     nodes = _layer_nodes(model, gm, list(prunable_layers(model)))
     x, y = _tensors(data, n_images, device)
     batch_size = _batch_size(model, batch_size)
-    source, result = _input_and_result(gm)
-    sites = {name: (node.args[0], _activation_node(gm, node)) for name, node in nodes.items()}
+    source, result = graph.input_and_output(gm)
+    sites = {name: (node.args[0], graph.activation_node(gm, node)) for name, node in nodes.items()}
 
     def mean_loss(logits_of) -> float:
         total = 0.0
@@ -316,8 +258,8 @@ def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = No
         return total / len(x)
 
     with in_mode(model, training=False), torch.no_grad():
-        probe = _run(_subgraph(gm, [source], [n for pair in sites.values() for n in pair]), model, x[:1])
-        full = _subgraph(gm, [source], [result])
+        probe = _run(graph.subgraph(gm, [source], [n for pair in sites.values() for n in pair]), model, x[:1])
+        full = graph.subgraph(gm, [source], [result])
         L = mean_loss(lambda xb: _run(full, model, xb)[0])
         out = {}
         for (name, (h_in, act)), a_in, a_out in zip(sites.items(), probe[0::2], probe[1::2]):
@@ -328,8 +270,8 @@ def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = No
 
 def _bypassing(gm: fx.GraphModule, source: fx.Node, result: fx.Node, h_in: fx.Node, act: fx.Node):
     """x -> logits with the value of ``act`` replaced by that of ``h_in`` (the layer's output := its input)."""
-    needed = _frontier(gm, act)
-    below, rest, i = _subgraph(gm, [source], needed + [h_in]), _subgraph(gm, needed, [result]), needed.index(act)
+    needed = graph.frontier(gm, act)
+    below, rest, i = graph.subgraph(gm, [source], needed + [h_in]), graph.subgraph(gm, needed, [result]), needed.index(act)
 
     def logits_of(xb: Tensor) -> Tensor:
         *values, value_in = below(xb)

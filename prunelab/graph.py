@@ -11,9 +11,13 @@ What the rest of prunelab asks of that graph is here, once:
 - ``sole_user``: the one node reading a value, when only one does;
 - ``following_batchnorm``: ``{conv: bn}`` for each Conv2d whose output only a BatchNorm2d reads;
 - ``routes``: every way from a layer's output to the Conv2d/Linear layers that read its units, through
-  BatchNorm, activations, pooling and Flatten; a residual ``add`` or the model's output stops it.
+  BatchNorm, activations, pooling and Flatten; a residual ``add`` or the model's output stops it;
+- ``activation_node`` / ``sole_linear_reader``: where a layer's units have their value (after BatchNorm and
+  the activation) and the Linear that alone reads them;
+- ``input_and_output`` / ``frontier`` / ``subgraph``: cut the graph and run a part of it, e.g. everything after a
+  layer's activations with those activations changed.
 
-``shrink`` slices along the routes, ``data_criteria`` finds a layer's activations, ``pruning`` masks the
+``shrink`` slices along the routes, ``data_criteria`` runs the parts around a layer's activations, ``pruning`` masks the
 BatchNorm that follows a conv. Own models (and, later, transformers) extend this module.
 """
 
@@ -29,7 +33,8 @@ from torch import Tensor, fx, nn
 
 __all__ = ["GraphError", "Route", "trace", "layer_node", "layer_nodes", "units", "ELEMENTWISE_MODULES",
            "ELEMENTWISE_FUNCTIONS", "ELEMENTWISE_METHODS", "elementwise_op", "is_elementwise", "sole_user",
-           "following_batchnorm", "routes"]
+           "following_batchnorm", "routes", "activation_node", "sole_linear_reader", "frontier", "subgraph",
+           "input_and_output"]
 
 # Operations that act on each unit alone. Each can be applied to a tensor of unit values [n]: shrink feeds it
 # the constant a dead unit outputs (ReLU(-3) = 0, Sigmoid(0) = 0.5).
@@ -221,3 +226,65 @@ def _walk(gm: fx.GraphModule, node: fx.Node, n: int, flat: bool, chain: tuple, f
             _walk(gm, user, n, True, chain, found)
         else:
             raise GraphError(f"its output cannot be followed through {where} (node {user.name!r})")
+
+
+# ---------------------------------------------------------------------- running parts of the graph
+
+def activation_node(gm: fx.GraphModule, layer: fx.Node) -> fx.Node:
+    """The node whose value is the layer's units: layer -> [BatchNorm] -> [nonlinearity], each taken if present."""
+    node, user = layer, sole_user(layer)
+    if (user is not None and user.op == "call_module"
+            and isinstance(gm.get_submodule(user.target), nn.modules.batchnorm._BatchNorm)):
+        node, user = user, sole_user(user)
+    return user if user is not None and is_elementwise(gm, user) else node
+
+
+def sole_linear_reader(gm: fx.GraphModule, act: fx.Node) -> nn.Linear | None:
+    """The Linear that alone reads ``act``, if any: then removing a unit is a rank-1 change of its output."""
+    user = sole_user(act)
+    if user is None or user.op != "call_module" or len(user.args) != 1 or user.kwargs:
+        return None
+    module = gm.get_submodule(user.target)
+    return module if isinstance(module, nn.Linear) else None
+
+
+def frontier(gm: fx.GraphModule, cut: fx.Node) -> list[fx.Node]:
+    """The values computed up to ``cut`` (inclusive) that later nodes read: all the rest of the graph needs."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    return [n for n in gm.graph.nodes if order[n] <= order[cut] and n.op != "get_attr"
+            and any(order[u] > order[cut] for u in n.users)]
+
+
+def subgraph(gm: fx.GraphModule, inputs: list[fx.Node], outputs: list[fx.Node]) -> fx.GraphModule:
+    """A module mapping the values of ``inputs`` to a tuple of the values of ``outputs``, sharing gm's layers.
+
+    Each output is cloned as soon as it is computed, so in-place operations after it (ReLU(inplace=True),
+    ``out += identity``) cannot change what is returned.
+    """
+    needed, stack = set(), list(outputs)
+    while stack:
+        node = stack.pop()
+        if node not in needed and node not in inputs:
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
+    new = fx.Graph()
+    env = {node: new.placeholder(f"in_{i}") for i, node in enumerate(inputs)}
+    returned = {node: env[node] for node in outputs if node in env}
+    for node in gm.graph.nodes:
+        if node in needed:
+            if node.op == "placeholder":
+                raise ValueError(f"Internal: input {node.name!r} is needed but not given.")
+            env[node] = new.node_copy(node, lambda n: env[n])
+            if node in outputs:
+                returned[node] = new.call_method("clone", (env[node],))
+    new.output(tuple(returned[node] for node in outputs))
+    return fx.GraphModule(gm, new)
+
+
+def input_and_output(gm: fx.GraphModule) -> tuple[fx.Node, fx.Node]:
+    """The graph's one input node and the node it returns; ``TypeError`` for more inputs or a non-tensor result."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    result = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if len(placeholders) != 1 or not isinstance(result, fx.Node):
+        raise TypeError("This needs a model taking one input tensor and returning one tensor of logits.")
+    return placeholders[0], result

@@ -29,7 +29,7 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor, nn
 
-from . import masks as M
+from . import graph, masks as M
 from ._helpers import select_layers
 
 __all__ = ["as_matrix", "singular_values", "check_rank", "truncated_svd", "lowrank_error", "rank_for_energy",
@@ -113,7 +113,7 @@ class LowRank(nn.Sequential):
 
     @property
     def rank(self) -> int:
-        return self.B.out_features if isinstance(self.B, nn.Linear) else self.B.out_channels
+        return graph.units(self.B)
 
 
 def _check_layer(layer: nn.Module) -> None:

@@ -28,11 +28,11 @@ from .data import ImageSet
 from .graph import following_batchnorm
 from .scores import CALIBRATION_EXAMPLE
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
-from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, threshold_from_std
+from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 from .training import _require_image_set
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
-           "nm_masks", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
+           "nm_masks", "expand_units", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
 Granularity = Literal["weight", "n:m", "neuron", "channel"]
@@ -128,11 +128,8 @@ def layer_masks_for_sparsity(scores: Mapping[str, Tensor], sparsity: float | Map
         if isinstance(sparsity, Mapping):
             raise ValueError("Global scope takes one sparsity for all layers; a per-layer dict needs scope='layer'.")
         keep = mask_for_sparsity(torch.cat([s.flatten().float().cpu() for s in scores.values()]), sparsity)
-        out, start = {}, 0
-        for name, s in scores.items():
-            out[name] = keep[start:start + s.numel()].view(s.shape).to(s.device)
-            start += s.numel()
-        return out
+        return {name: k.to(scores[name].device)
+                for name, k in split_by_layer(keep, {name: s.shape for name, s in scores.items()}).items()}
     per_layer = dict(sparsity) if isinstance(sparsity, Mapping) else {name: sparsity for name in scores}
     unknown = set(per_layer) - set(scores)
     if unknown:
@@ -161,6 +158,12 @@ def nm_masks(scores: Mapping[str, Tensor], n: int, m: int) -> dict[str, Tensor]:
     return out
 
 
+def expand_units(keep: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """A per-unit keep vector ``[u]`` broadcast to a parameter of ``shape`` ``[u, ...]`` (each unit's row, filter
+    or scalar); a view, no copy."""
+    return keep.view(-1, *[1] * (len(shape) - 1)).expand(shape)
+
+
 def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Expand per-unit keep-masks ``{layer: [units]}`` to parameter masks: the layer's weight rows/filters, its
     bias, and the weight and bias of a BatchNorm that follows it (so a removed unit outputs exactly 0)."""
@@ -169,13 +172,11 @@ def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor])
     out = {}
     for name, keep in unit_masks.items():
         layer = model.get_submodule(name)
-        w_shape = M.original(model, f"{name}.weight").shape
-        out[f"{name}.weight"] = keep.view(-1, *[1] * (len(w_shape) - 1)).expand(w_shape).clone()
-        if layer.bias is not None or hasattr(layer, "bias_orig"):
-            out[f"{name}.bias"] = keep.clone()
+        params = [f"{name}.weight"] + ([f"{name}.bias"] if layer.bias is not None or hasattr(layer, "bias_orig")
+                                       else [])
         if name in bn_after:
-            out[f"{bn_after[name]}.weight"] = keep.clone()
-            out[f"{bn_after[name]}.bias"] = keep.clone()
+            params += [f"{bn_after[name]}.weight", f"{bn_after[name]}.bias"]
+        out.update({p: expand_units(keep, M.original(model, p).shape).clone() for p in params})
     return out
 
 
@@ -214,45 +215,55 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
         layers = list(sparsity)
     units = granularity in ("neuron", "channel")
     chosen = select_layers(model, layers, units=units)
-    wanted = nn.Linear if granularity == "neuron" else nn.Conv2d
     if units:
-        other = "channel" if granularity == "neuron" else "neuron"
-        wrong = [name for name, layer in chosen.items() if not isinstance(layer, wanted)]
-        if wrong and layers is not None:
-            raise ValueError(f"{granularity} pruning applies to {wanted.__name__} layers; {wrong} are not. "
-                             f"Use granularity={other!r} for them.")
-        chosen = {name: layer for name, layer in chosen.items() if isinstance(layer, wanted)}
-        if not chosen:
-            listed = ", ".join(wrong[:4]) + (f" and {len(wrong) - 4} more" if len(wrong) > 4 else "")
-            hint = (f" Its {'Conv2d' if other == 'channel' else 'Linear'} layers ({listed}) are pruned by unit "
-                    f"with granularity={other!r}." if wrong else "")
-            last = list(M.prunable_layers(model).values())[-1]
-            why = (" (the last layer, whose outputs are the classes, is never pruned by unit)"
-                   if layers is None and isinstance(last, wanted) else "")
-            raise ValueError(f"{type(model).__name__} has no {wanted.__name__} layer for {granularity} "
-                             f"pruning{why}.{hint}")
+        chosen = _unit_layers(model, chosen, granularity, explicit=layers is not None)
+    elif granularity == "n:m" and layers is None:  # by default, skip layers whose rows do not split into M
+        chosen = {name: layer for name, layer in chosen.items() if layer.weight[0].numel() % m == 0}
+
+    # 1. scores: per unit [u] or per weight (shaped like W); what is masked now sinks with keep_pruned
+    if units:
         scores = unit_scores(model, chosen, criterion, data, seed)
-        alive = _alive(model, scores, units=True) if keep_pruned else {}
-        scores = _sink_masked(scores, alive)
-        keep = _keep_pruned(layer_masks_for_sparsity(scores, sparsity, scope), alive)
+    else:
+        scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed)
+    alive = _alive(model, scores, units=units) if keep_pruned else {}
+    scores = _sink_masked(scores, alive)
+    # 2. keep-masks from the scores
+    keep = nm_masks(scores, n, m) if granularity == "n:m" else layer_masks_for_sparsity(scores, sparsity, scope)
+    keep = _keep_pruned(keep, alive)
+    if units:
         for name, k in keep.items():
             if not k.any():
                 raise ValueError(f"This would remove every unit of {name!r}; choose a lower sparsity.")
-        param_masks = unit_masks_to_parameters(model, keep)
-    else:
-        if granularity == "n:m" and layers is None:  # by default, skip layers whose rows do not split into M
-            chosen = {name: layer for name, layer in chosen.items() if layer.weight[0].numel() % m == 0}
-        scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed)
-        alive = _alive(model, scores, units=False) if keep_pruned else {}
-        scores = _sink_masked(scores, alive)
-        keep = nm_masks(scores, n, m) if granularity == "n:m" else layer_masks_for_sparsity(scores, sparsity, scope)
-        keep = _keep_pruned(keep, alive)
-        param_masks = {f"{name}.weight": k for name, k in keep.items()}
-    # this call defines the whole masking state: earlier masks it does not set go back to all ones
+    # 3. parameter masks; this call defines the whole masking state: earlier masks it does not set go back to ones
+    param_masks = (unit_masks_to_parameters(model, keep) if units
+                   else {f"{name}.weight": k for name, k in keep.items()})
     full = {name: torch.ones_like(mask) for name, mask in M.get_masks(model).items()}
     full.update(param_masks)
     M.set_masks(model, full)
     return param_masks
+
+
+def _unit_layers(model: nn.Module, chosen: dict[str, nn.Module], granularity: str, *,
+                 explicit: bool) -> dict[str, nn.Module]:
+    """The chosen layers that ``granularity`` prunes by unit (Linear for "neuron", Conv2d for "channel"), or a
+    ValueError that names the other granularity. ``explicit``: the user named the layers (a wrong one is an error)."""
+    wanted = nn.Linear if granularity == "neuron" else nn.Conv2d
+    other = "channel" if granularity == "neuron" else "neuron"
+    wrong = [name for name, layer in chosen.items() if not isinstance(layer, wanted)]
+    if wrong and explicit:
+        raise ValueError(f"{granularity} pruning applies to {wanted.__name__} layers; {wrong} are not. "
+                         f"Use granularity={other!r} for them.")
+    kept = {name: layer for name, layer in chosen.items() if isinstance(layer, wanted)}
+    if not kept:
+        listed = ", ".join(wrong[:4]) + (f" and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+        hint = (f" Its {'Conv2d' if other == 'channel' else 'Linear'} layers ({listed}) are pruned by unit "
+                f"with granularity={other!r}." if wrong else "")
+        last = list(M.prunable_layers(model).values())[-1]
+        why = (" (the last layer, whose outputs are the classes, is never pruned by unit)"
+               if not explicit and isinstance(last, wanted) else "")
+        raise ValueError(f"{type(model).__name__} has no {wanted.__name__} layer for {granularity} "
+                         f"pruning{why}.{hint}")
+    return kept
 
 
 def _alive(model: nn.Module, names, *, units: bool) -> dict[str, Tensor]:

@@ -25,12 +25,13 @@ from .training import evaluate, train
 __all__ = ["cubic_sparsity", "iterative_sparsities", "PruneStep", "iterative_pruning", "gradual_pruning"]
 
 
-def cubic_sparsity(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
-    """Zhu & Gupta's s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³, held at s_i before t0 and s_f after."""
+def cubic_sparsity(t: int, s_initial: float, s_final: float, t0: int, n: int, dt: int) -> float:
+    """Zhu & Gupta's s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³ (s_i = ``s_initial``, s_f = ``s_final``),
+    held at s_i before t0 and s_f after."""
     if n < 1 or dt < 1:
         raise ValueError(f"n and dt must be positive integers, got n={n}, dt={dt}")
     progress = min(max((t - t0) / (n * dt), 0.0), 1.0)
-    return s_f + (s_i - s_f) * (1 - progress) ** 3
+    return s_final + (s_initial - s_final) * (1 - progress) ** 3
 
 
 def iterative_sparsities(s_final: float, rounds: int) -> list[float]:
@@ -44,9 +45,9 @@ def iterative_sparsities(s_final: float, rounds: int) -> list[float]:
 
 @dataclass(frozen=True)
 class PruneStep:
-    """One prune round: the target sparsity, the achieved sparsity of the masked weights, the test accuracy
+    """One prune round: the sparsity asked for, the sparsity reached over the masked weights, the test accuracy
     right after pruning and after fine-tuning (fractions in [0, 1])."""
-    target: float
+    target_sparsity: float
     sparsity: float
     accuracy_pruned: float
     accuracy_tuned: float
@@ -66,14 +67,14 @@ def iterative_pruning(model: nn.Module, train_data: ImageSet, test_data: ImageSe
         raise ValueError(f"epochs_per_round must be an integer >= 0 or one per round ({len(sparsities)}), "
                          f"got {epochs_per_round!r}")
     history = []
-    for round_index, target in enumerate(sparsities):
-        masks = prune(model, target, keep_pruned=True, **prune_kwargs)
+    for round_index, sparsity in enumerate(sparsities):
+        masks = prune(model, sparsity, keep_pruned=True, **prune_kwargs)
         pruned = evaluate(model, test_data).accuracy
         if epochs[round_index]:
             train(model, train_data, epochs=epochs[round_index], lr=lr, batch_size=batch_size,
                   weight_decay=weight_decay, lr_schedule="cosine", seed=seed + round_index, progress=progress)
         weight_masks = {k: v for k, v in masks.items() if k.endswith(".weight") and k in get_masks(model)}
-        history.append(PruneStep(target if not isinstance(target, Mapping) else mask_sparsity(weight_masks),
+        history.append(PruneStep(sparsity if not isinstance(sparsity, Mapping) else mask_sparsity(weight_masks),
                                  mask_sparsity(weight_masks), pruned, evaluate(model, test_data).accuracy))
     return history
 

@@ -77,10 +77,15 @@ def _check_indices(model: nn.Module, name: str, idx) -> Tensor:
         raise ValueError(f"{type(model).__name__} has no layer {name!r}.{did_you_mean(name, layers)} Its "
                          f"Linear/Conv2d layers are {', '.join(layers)}.")
     n = graph.units(layers[name])
+    if isinstance(idx, Tensor) and idx.dtype == torch.bool:   # a keep-mask [u], as pruning returns it
+        if idx.shape != (n,):
+            raise ValueError(f"keep[{name!r}] is a boolean keep-mask of shape {list(idx.shape)}; {name!r} has {n} "
+                             f"units, so it must have shape [{n}] (or give the indices of the units to keep).")
+        idx = idx.nonzero().flatten()
     if isinstance(idx, Tensor):
-        if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex() or idx.dim() != 1:
-            raise TypeError(f"keep[{name!r}] must be a 1-D integer tensor of unit indices, got a "
-                            f"{idx.dim()}-D {idx.dtype} tensor. For a boolean mask use mask.nonzero().flatten().")
+        if idx.is_floating_point() or idx.is_complex() or idx.dim() != 1:
+            raise TypeError(f"keep[{name!r}] must be a 1-D integer tensor of unit indices or a boolean keep-mask, "
+                            f"got a {idx.dim()}-D {idx.dtype} tensor.")
         t = idx.detach().to("cpu", torch.int64)
     else:
         if isinstance(idx, (str, bytes)) or not isinstance(idx, Sequence) or not all(
@@ -192,6 +197,7 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
 
     ``keep`` maps a Linear's name to the indices of output neurons (rows of W [out, in]) to keep, or a Conv2d's
     name to the output channels (filters of W [C_out, C_in, kH, kW]); indices are sorted, so unit order is kept.
+    A boolean keep-mask ``[units]`` (True = keep, as ``pruning`` makes them) is accepted in place of indices.
     Biases, following BatchNorms and the inputs of the next Conv2d/Linear (across Flatten) are sliced to match.
     A masked model is accepted: the copy holds the effective weights ``orig * mask`` as plain parameters.
     ``model`` itself is never changed; bad input raises ValueError/TypeError before anything is built.

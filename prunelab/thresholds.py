@@ -13,12 +13,13 @@ scores tie at v_thr, and ties (common for discrete scores such as APoZ) are brok
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 __all__ = ["check_sparsity", "threshold_for_sparsity", "threshold_from_std", "mask_from_threshold",
-           "mask_for_sparsity", "RankedScores"]
+           "mask_for_sparsity", "split_by_layer", "RankedScores"]
 
 
 def check_sparsity(s: float, what: str = "sparsity") -> float:
@@ -56,6 +57,16 @@ def mask_from_threshold(scores: Tensor, v_thr: float) -> Tensor:
 def mask_for_sparsity(scores: Tensor, s: float) -> Tensor:
     """Keep-mask removing exactly k = round(s · n) entries, the lowest scores (ties broken by position)."""
     return RankedScores(scores).mask_for_sparsity(check_sparsity(s))
+
+
+def split_by_layer(flat: Tensor, shapes: Mapping[str, torch.Size | tuple[int, ...]]) -> dict[str, Tensor]:
+    """A mask (or scores) over all layers concatenated, ``[sum of numels]``, back into ``{layer: shape}`` views,
+    in the order of ``shapes``: how a global-scope mask becomes per-layer masks."""
+    total = sum(math.prod(shape) for shape in shapes.values())
+    if flat.numel() != total:
+        raise ValueError(f"{flat.numel()} entries cannot be split into layers holding {total}.")
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    return {name: part.view(shape) for (name, shape), part in zip(shapes.items(), flat.flatten().split(sizes))}
 
 
 class RankedScores:

@@ -237,3 +237,21 @@ def test_exact_count_with_ties_equals_the_threshold_rule_without_them():
     assert mask_for_sparsity(tied, 0.5).tolist() == [False, True, False, False, True, True]
     scores = torch.rand(1000, generator=torch.Generator().manual_seed(0))
     assert torch.equal(mask_for_sparsity(scores, 0.37), mask_from_threshold(scores, threshold_for_sparsity(scores, 0.37)))
+
+
+def test_split_by_layer_gives_each_layer_its_part_of_a_global_mask():
+    from prunelab.thresholds import split_by_layer
+
+    flat = torch.arange(2 * 3 + 4)
+    parts = split_by_layer(flat, {"a": (2, 3), "b": torch.Size([4])})
+    assert parts["a"].tolist() == [[0, 1, 2], [3, 4, 5]] and parts["b"].tolist() == [6, 7, 8, 9]
+    with pytest.raises(ValueError, match="10 entries cannot be split into layers holding 11"):
+        split_by_layer(flat, {"a": (2, 3), "b": (5,)})
+
+
+def test_expand_units_repeats_each_units_flag_over_its_row_or_filter():
+    from prunelab.pruning import expand_units
+
+    keep = torch.tensor([True, False, True])
+    assert expand_units(keep, (3, 2, 1, 1))[:, :, 0, 0].tolist() == [[True, True], [False, False], [True, True]]
+    assert torch.equal(expand_units(keep, (3,)), keep)

@@ -178,7 +178,7 @@ def test_shrinkable_layers_are_the_untied_hidden_layers():
     ({"conv1": [3, 1, 3]}, ValueError, r"unit\(s\) \[3\] more than once"),
     ({"conv1": []}, ValueError, r"empty.*at least one"),
     ({"conv1": torch.tensor([0.0, 1.0])}, TypeError, r"integer tensor"),
-    ({"conv1": torch.ones(16, dtype=torch.bool)}, TypeError, r"nonzero"),
+    ({"conv1": torch.ones(15, dtype=torch.bool)}, ValueError, r"boolean keep-mask of shape \[15\].*shape \[16\]"),
     ({"conv1": [0.5]}, TypeError, r"list of ints"),
     ([("conv1", [0])], TypeError, r"keep must be a dict"),
 ])
@@ -188,6 +188,15 @@ def test_bad_input_says_what_is_wrong_and_leaves_the_model_untouched(keep, error
     with pytest.raises(error, match=match):
         shrink(model, keep)
     assert same_state(state(model), before)
+
+
+def test_a_boolean_keep_mask_shrinks_like_the_indices_it_keeps():
+    model = pl.build_model("vgg_small").eval()
+    mask = torch.arange(16) % 3 != 0
+    x = torch.randn(2, 1, 28, 28)
+    by_mask, by_index = shrink(model, {"conv1": mask}), shrink(model, {"conv1": mask.nonzero().flatten()})
+    assert by_mask.conv1.out_channels == int(mask.sum()) == by_index.conv1.out_channels
+    assert torch.equal(by_mask(x), by_index(x))
 
 
 def test_channels_to_keep_turns_a_unit_masked_model_into_real_removal():

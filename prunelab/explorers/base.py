@@ -97,9 +97,23 @@ class Explorer:
         self.error_box = widgets.HTML(layout=widgets.Layout(display="none"))
         self.event_seconds: list[float] = []
         self.view: widgets.Widget = widgets.VBox()
+        self.readout = widgets.HTML()                  # the figures in words, under the plot
+        self.image = widgets.Image(format="png")       # the plot (see plots.FigureImage)
         self._pending: asyncio.TimerHandle | None = None
         self._later: Callable[[], None] | None = None
         self._quiet = False
+
+    # ---------------------------------------------------------------- controls
+    def observe(self, callbacks: dict[widgets.Widget, Callable]) -> None:
+        """Call each control's callback (through ``handler``) when its value changes."""
+        for control, callback in callbacks.items():
+            control.observe(self.handler(callback), names="value")
+
+    def make_reset_button(self, tooltip: str) -> widgets.Button:
+        """A "reset" button that calls ``self.reset()`` (through ``handler``)."""
+        button = widgets.Button(description="reset", icon="undo", tooltip=tooltip)
+        button.on_click(self.handler(lambda _: self.reset()))
+        return button
 
     # ---------------------------------------------------------------- widgets set from code
     @contextmanager

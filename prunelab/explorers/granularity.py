@@ -37,7 +37,7 @@ from ..data import ImageSet
 from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
 from ..plots import FigureImage, MaskImage
 from .._helpers import select_layers
-from ..pruning import nm_masks, unit_masks_to_parameters, unit_scores, weight_scores
+from ..pruning import expand_units, nm_masks, unit_masks_to_parameters, unit_scores, weight_scores
 from ..shrink import shrink, shrinkable_layers
 from ..thresholds import RankedScores
 from ..training import model_device
@@ -82,7 +82,8 @@ class GranularityExplorer(Explorer):
       ``metrics.measure_latency`` with ``latency_repeats`` runs (0: no latency measurement).
 
     State: ``models`` ({granularity: its masked copy}), ``masks`` ({granularity: {layer: keep-mask shaped
-    like W}}), ``unit_keep`` ({layer: kept units [u]}), ``n`` (N:M's current n), ``meters``, ``accuracy`` and
+    like W}}, the unit masks as views of ``unit_keep`` ({layer: kept units [u]})), ``n`` (N:M's current n,
+    from ``m`` and s), ``meters``, ``accuracy`` and
     ``accuracy_is_exact`` ({granularity: ...}), ``latency`` (a ``ShrinkLatency``, or None while measuring).
     """
 
@@ -131,10 +132,7 @@ class GranularityExplorer(Explorer):
         # one copy per granularity (masked), and a dense one to time against
         self.models = {g: M.copy_model(model) for g in GRANULARITIES}
         self.dense = M.copy_model(model)
-        self.masks = {g: {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()}
-                      for g in GRANULARITIES}
-        self.unit_keep = {name: torch.ones(u, dtype=torch.bool) for name, u in self._units.items()}
-        self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}   # k per layer
+        self._clear_masks(m_options[0])
 
         # the copies are alike: the first meter's passes give the baseline and decide exact-or-estimate for all
         first = AccuracyMeter(self.models["weight"], test_data, exact_budget=exact_budget,
@@ -153,22 +151,14 @@ class GranularityExplorer(Explorer):
                                           layout=widgets.Layout(width="420px"), style=style)
         self.m = widgets.ToggleButtons(options=[(f"m = {m}", m) for m in m_options], description="N:M with",
                                        style=style)
-        self.n = self.m.value
-        self._nm_state = (self.m.value, self.n)
         self.layer = widgets.Dropdown(options=list(self.layers), description="mask of", style=style)
         self.zoom = widgets.Checkbox(value=False, description=f"zoom: first {zoom[0]} × {zoom[1]} weights",
                                      indent=False)
-        self.reset_button = widgets.Button(description="reset", icon="undo",
-                                           tooltip="every copy back to the original weights, bit for bit")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.reset_button = self.make_reset_button("every copy back to the original weights, bit for bit")
 
         self._build_figure()
-        self.slider.observe(self.handler(self._on_slider), names="value")
-        self.m.observe(self.handler(self._on_m), names="value")
-        self.layer.observe(self.handler(self._on_view), names="value")
-        self.zoom.observe(self.handler(self._on_view), names="value")
-        self.reset_button.on_click(self.handler(lambda _: self.reset()))
+        self.observe({self.slider: self._on_slider, self.m: self._on_m, self.layer: self._on_view,
+                      self.zoom: self._on_view})
         self.view = widgets.VBox([
             widgets.HBox([self.slider, self.m, self.reset_button]),
             widgets.HBox([self.layer, self.zoom]),
@@ -176,6 +166,27 @@ class GranularityExplorer(Explorer):
         self.update({})
 
     # ------------------------------------------------------------------ masks
+    def _clear_masks(self, m: int) -> None:
+        """All masks kept in full, N:M with this m dense (n = m): the copies' state at s = 0. ``removed``: k per
+        layer, so counts need no pass over a mask."""
+        self._keep = {"weight": {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()},
+                      "n:m": {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()}}
+        self.unit_keep = {name: torch.ones(u, dtype=torch.bool) for name, u in self._units.items()}
+        self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}
+        self._nm_state = (m, m)    # (m, n) of the N:M masks now set
+
+    @property
+    def masks(self) -> dict[str, dict[str, Tensor]]:
+        """{granularity: {layer: keep-mask shaped like W}}; the unit masks are views of ``unit_keep``."""
+        return {"weight": self._keep["weight"],
+                "unit": {name: expand_units(k, self._shapes[name]) for name, k in self.unit_keep.items()},
+                "n:m": self._keep["n:m"]}
+
+    @property
+    def n(self) -> int:
+        """N:M's current n (n = m: dense)."""
+        return self._nm_state[1]
+
     def nm_masks(self, m: int, n: int) -> dict[str, Tensor]:
         """N:M keep-masks of every pruned layer (all ones for n = m, or where rows do not split into m)."""
         if (m, n) not in self._nm_cache:
@@ -196,11 +207,8 @@ class GranularityExplorer(Explorer):
 
     def unit_parameter_masks(self, keep: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-unit keep vectors {layer: [u]} as parameter masks (weight rows/filters, bias, BatchNorm γ, β)."""
-        out = {}
-        for name, k in keep.items():
-            for p, shape in self._param_shapes[name].items():
-                out[p] = k.view(-1, *[1] * (len(shape) - 1)).expand(shape).clone()
-        return out
+        return {p: expand_units(k, shape).clone() for name, k in keep.items()
+                for p, shape in self._param_shapes[name].items()}
 
     def _apply(self, s: float, m: int) -> dict[str, list[str]]:
         """Masks for sparsity s (and N:M with this m) on the three copies; returns {granularity: changed layers}.
@@ -213,7 +221,7 @@ class GranularityExplorer(Explorer):
         changed = {g: [name for name in self.layers if k[g][name] != self.removed[g][name]] for g in k}
         nm = self.nm_masks(m, n)
         changed["n:m"] = ([] if (m, n) == self._nm_state else
-                          [name for name in self.layers if not torch.equal(nm[name], self.masks["n:m"][name])])
+                          [name for name in self.layers if not torch.equal(nm[name], self._keep["n:m"][name])])
         weight = {name: self._weight_ranked[name].mask_for_sparsity(s) for name in changed["weight"]}
         units = {name: self._unit_ranked[name].mask_for_sparsity(s) for name in changed["unit"]}
         if weight:
@@ -222,14 +230,12 @@ class GranularityExplorer(Explorer):
             M.set_masks(self.models["unit"], self.unit_parameter_masks(units))
         if changed["n:m"]:
             M.set_masks(self.models["n:m"], {f"{name}.weight": nm[name] for name in changed["n:m"]})
-        self.masks["weight"].update(weight)
+        self._keep["weight"].update(weight)
         self.unit_keep.update(units)
-        self.masks["unit"].update({name: keep.view(-1, *[1] * (len(self._shapes[name]) - 1)).expand(self._shapes[name])
-                                   for name, keep in units.items()})
-        self.masks["n:m"].update({name: nm[name] for name in changed["n:m"]})
+        self._keep["n:m"].update({name: nm[name] for name in changed["n:m"]})
         for g in k:
             self.removed[g].update({name: k[g][name] for name in changed[g]})
-        self._nm_state, self.n = (m, n), n
+        self._nm_state = (m, n)
         return {g: names for g, names in changed.items() if names}
 
     def kept(self, granularity: str, layer: str) -> int:
@@ -312,8 +318,7 @@ class GranularityExplorer(Explorer):
 
     def shrunk_model(self) -> nn.Module:
         """The unit-pruned copy with its removed units deleted for real (``shrink``): a new, smaller model."""
-        keep = {name: k.nonzero().flatten() for name, k in self.unit_keep.items() if not k.all()}
-        return shrink(self.models["unit"], keep)
+        return shrink(self.models["unit"], {name: k for name, k in self.unit_keep.items() if not k.all()})
 
     def measure_shrunk(self) -> ShrinkLatency:
         """Shrink the unit-pruned copy; time it and the dense model (``measure_latency``, same fixed batch)."""
@@ -449,12 +454,7 @@ class GranularityExplorer(Explorer):
         """Every copy back to the original weights (masks removed, bit for bit); the slider back to s = 0."""
         for model in self.models.values():
             M.reset(model)
-        self.masks = {g: {name: torch.ones(shape, dtype=torch.bool) for name, shape in self._shapes.items()}
-                      for g in GRANULARITIES}
-        self.unit_keep = {name: torch.ones(u, dtype=torch.bool) for name, u in self._units.items()}
-        self.removed = {g: {name: 0 for name in self.layers} for g in ("weight", "unit")}
-        self.n = self.m.value
-        self._nm_state = (self.m.value, self.n)
+        self._clear_masks(self.m.value)
         with self.quiet():
             self.slider.value = 0.0
         self.update({g: None for g in GRANULARITIES})

@@ -143,17 +143,12 @@ class QuantizationExplorer(MeteredExplorer):
         self.layer = widgets.Dropdown(options=list(self.layers), description="layer", style=style)
         self.channel = widgets.IntSlider(value=0, min=0, max=1, description="channel c", style=style,
                                          continuous_update=True)
-        self.reset_button = widgets.Button(description="reset", icon="undo",
-                                           tooltip="the original float32 weights, bit for bit")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.reset_button = self.make_reset_button("the original float32 weights, bit for bit")
 
         self._build_figure()
-        for control in (self.bits, self.method, self.scheme, self.per_channel):
-            control.observe(self.handler(self._on_setting), names="value")
-        self.layer.observe(self.handler(self._on_view), names="value")
-        self.channel.observe(self.handler(self._on_view), names="value")
-        self.reset_button.on_click(self.handler(lambda _: self.reset()))
+        self.observe({**{control: self._on_setting for control in (self.bits, self.method, self.scheme,
+                                                                   self.per_channel)},
+                      self.layer: self._on_view, self.channel: self._on_view})
         self.view = widgets.VBox([
             widgets.HBox([self.bits, self.reset_button]),
             self.method, widgets.HBox([self.scheme, self.per_channel]),

@@ -54,15 +54,11 @@ class ScheduleExplorer(Explorer):
                                               layout=widgets.Layout(width="420px"))
         self.show = {name: widgets.Checkbox(value=True, description=name, indent=False,
                                             layout=widgets.Layout(width="110px")) for name in SCHEDULES}
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
         self.s_final = s_final
         self.shown = {name: find_run(self.doc, name, s_final) for name in SCHEDULES}
 
         self._build_figure()
-        self.slider.observe(self.handler(self._on_slider), names="value")
-        for box in self.show.values():
-            box.observe(self.handler(lambda _: self._redraw()), names="value")
+        self.observe({self.slider: self._on_slider, **{box: lambda _: self._redraw() for box in self.show.values()}})
         self.view = widgets.VBox([widgets.HBox([self.slider, *self.show.values()]),
                                   self.error_box, self.image, self.readout])
         self._draw_backgrounds()

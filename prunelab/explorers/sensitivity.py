@@ -83,16 +83,11 @@ class SensitivityExplorer(MeteredExplorer):
                                           style=style, layout=widgets.Layout(width="420px"))
         self.fit_button = widgets.Button(description="fit budget", icon="magic",
                                          tooltip="set the dials by allocate_sparsity (greedy on the curves)")
-        self.reset_button = widgets.Button(description="reset", icon="undo",
-                                           tooltip="remove every mask: the original weights, bit for bit")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.reset_button = self.make_reset_button("remove every mask: the original weights, bit for bit")
 
         self._build_figure()
-        for name, dial in self.dials.items():
-            dial.observe(self.handler(lambda change, name=name: self._on_dial(name, change)), names="value")
+        self.observe({dial: lambda change, name=name: self._on_dial(name, change) for name, dial in self.dials.items()})
         self.fit_button.on_click(self.handler(lambda _: self.fit_budget()))
-        self.reset_button.on_click(self.handler(lambda _: self.reset()))
         self.view = widgets.VBox([
             widgets.HBox(list(self.dials.values()), layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.budget, self.fit_button, self.reset_button]),

@@ -30,7 +30,7 @@ from ..data import ImageSet
 from ..plots import FigureImage, MaskImage, WeightHistogram
 from .._helpers import select_layers
 from ..pruning import weight_scores
-from ..thresholds import RankedScores, threshold_from_std
+from ..thresholds import RankedScores, split_by_layer, threshold_from_std
 from .base import AccuracyMeter, MeteredExplorer
 
 __all__ = ["ThresholdExplorer"]
@@ -85,18 +85,11 @@ class ThresholdExplorer(MeteredExplorer):
         self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description="s",
                                           readout_format=".3g", continuous_update=True,
                                           layout=widgets.Layout(width="480px"), style=style)
-        self.reset_button = widgets.Button(description="reset", icon="undo",
-                                           tooltip="remove every mask: the original weights, bit for bit")
-        self.readout = widgets.HTML()
-        self.image = widgets.Image(format="png")
+        self.reset_button = self.make_reset_button("remove every mask: the original weights, bit for bit")
 
         self._build_figure(bins)
-        self.slider.observe(self.handler(self._on_slider), names="value")
-        self.layer.observe(self.handler(self._on_layer), names="value")
-        self.scope.observe(self.handler(self._on_scope), names="value")
-        self.criterion.observe(self.handler(self._on_criterion), names="value")
-        self.rule.observe(self.handler(self._on_rule), names="value")
-        self.reset_button.on_click(self.handler(lambda _: self.reset()))
+        self.observe({self.slider: self._on_slider, self.layer: self._on_layer, self.scope: self._on_scope,
+                      self.criterion: self._on_criterion, self.rule: self._on_rule})
         self.view = widgets.VBox([
             widgets.HBox([self.layer, self.scope]),
             widgets.HBox([self.criterion, self.rule]),
@@ -138,12 +131,7 @@ class ThresholdExplorer(MeteredExplorer):
             keep, v = ranked.mask_for_threshold(value), value
         if key != "*":
             return {key: keep}, {key: v}
-        out, start = {}, 0
-        for name in names:
-            n = self.ranked(name).n
-            out[name] = keep[start:start + n].view(self.ranked(name).shape)
-            start += n
-        return out, {name: v for name in names}
+        return split_by_layer(keep, {name: self.ranked(name).shape for name in names}), {name: v for name in names}
 
     def _apply(self, key: str, value: float, rule: Rule | None = None) -> list[str]:
         """Mask the model for ``value`` at ``key``; returns the layers whose mask changed."""
