@@ -30,7 +30,7 @@ from torch import nn
 
 from . import compressed_file, masks, metrics, quantization, weight_sharing
 from ._helpers import temporary_path
-from .data import ImageSet, load_fashion_mnist
+from .data import Data, as_image_set, load_fashion_mnist
 from .models import build_model
 from .training import evaluate
 
@@ -149,7 +149,8 @@ def load_submission(path: str | Path, arch: str = "lenet300") -> tuple[Format, n
     if expected != got:
         problems = [f"missing {k}" for k in expected if k not in got]
         problems += [f"unexpected {k}" for k in got if k not in expected]
-        problems += [f"{k}: file {got[k]} vs {arch} {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
+        problems += [f"{k}: file {got[k]} vs {arch} {expected[k]}"
+                     for k in expected if k in got and got[k] != expected[k]]
         raise ValueError(f"{path} does not hold a {arch} model: {'; '.join(problems[:5])}"
                          f"{f'; ... ({len(problems)} differences)' if len(problems) > 5 else ''}. "
                          f"Submit the {arch} architecture, with every layer (pruned weights saved as zeros).")
@@ -158,24 +159,23 @@ def load_submission(path: str | Path, arch: str = "lenet300") -> tuple[Format, n
 
 
 def check_submission(submission: str | Path | nn.Module, *, budget_bytes: int, accuracy_floor: float,
-                     data: Literal["test", "validation"] | ImageSet = "test",
+                     data: Literal["test", "validation"] | Data = "test",
                      arch: str = "lenet300") -> ChallengeResult:
     """Check a submission file (or a model, saved densely to a temporary file) against the rules: at most
     ``budget_bytes`` bytes on disk and accuracy (fraction) at least ``accuracy_floor`` on ``data``: the
     Fashion-MNIST ``"test"`` split (default, the final score), ``"validation"`` (for choosing while you
-    build) or an ``ImageSet``. Returns a ``ChallengeResult``; ``print`` it for the verdict."""
+    build) or your own images with labels (an ImageSet, an ``(x, y)`` pair, ...: ``data.as_image_set``). Returns a ``ChallengeResult``; ``print`` it for the verdict."""
     if not (isinstance(budget_bytes, int) and budget_bytes > 0):
         raise ValueError(f"budget_bytes must be a positive integer number of bytes, got {budget_bytes!r}.")
     if not 0 <= accuracy_floor <= 1:
         raise ValueError(f"accuracy_floor is a fraction in [0, 1] (89% is 0.89), got {accuracy_floor!r}.")
     if isinstance(data, str):
         if data not in ("test", "validation"):
-            raise ValueError(f"data must be 'test', 'validation' or an ImageSet, got {data!r}.")
+            raise ValueError(f"data must be 'test', 'validation' or your own images with labels (an ImageSet, an "
+                             f"(x, y) pair, ...), got {data!r}.")
         scored_on, data = data, load_fashion_mnist(data)
-    elif isinstance(data, ImageSet):
-        scored_on = "given"
     else:
-        raise TypeError(f"data must be 'test', 'validation' or an ImageSet, got {type(data).__name__}.")
+        scored_on, data = "given", as_image_set(data, "check_submission", "'test' or 'validation'")
     if isinstance(submission, nn.Module):
         with temporary_path("model.pt") as path:
             torch.save(metrics.encode_weights(submission, "dense"), path)

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
+import torch.utils.data
 from torch import Tensor
 
 __all__ = [
-    "CLASSES", "MEAN", "STD", "VALIDATION_PER_CLASS", "DataFileError", "ImageSet", "data_root",
-    "load_fashion_mnist", "validation_indices",
+    "CLASSES", "MEAN", "STD", "VALIDATION_PER_CLASS", "DataFileError", "ImageSet", "as_image_set", "channel_stats",
+    "data_root", "load_fashion_mnist", "validation_indices",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -129,19 +130,45 @@ def verified_raw_folder(root: Path) -> Path:
 
 
 class ImageSet:
-    """One split held in memory.
+    """Images with labels, held in memory: one split of Fashion-MNIST, or a user's own data.
 
-    ``images``: uint8 [N, 28, 28]; ``labels``: int64 [N]; ``classes``: the N_classes class names; ``name``:
-    the split it came from ("train", "validation", "test"; "" for images from elsewhere), used in labels such
+    ``images``: uint8 pixels [N, H, W] (one channel) or [N, C, H, W], normalised per batch as
+    ``x = (images / 255 - mean) / std`` per channel; or floating point [N, ...], used as given (already
+    normalised) unless ``mean``/``std`` are passed. ``mean``, ``std``: one number or one per channel, in the
+    units of the images after the /255 (uint8) or as given (float); for uint8 images they default to
+    Fashion-MNIST's (``MEAN``, ``STD``): pass your data set's own, e.g. ``channel_stats(train_images)``.
+    ``labels``: int [N]. ``classes``: the class names (default: Fashion-MNIST's for 10 classes, else "0", "1",
+    ...). ``name``: the split ("train", "validation", "test"; "" for images from elsewhere), used in labels such
     as "validation accuracy".
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, classes: tuple[str, ...] = CLASSES, name: str = ""):
-        if images.dtype != torch.uint8 or images.dim() != 3:
-            raise ValueError(f"images must be uint8 [N, H, W], got {images.dtype} {list(images.shape)}")
-        if labels.shape != images.shape[:1]:
-            raise ValueError(f"labels must have shape [{len(images)}], got {list(labels.shape)}")
+    def __init__(self, images: Tensor, labels: Tensor, classes: tuple[str, ...] | None = None, name: str = "", *,
+                 mean: float | tuple[float, ...] | None = None, std: float | tuple[float, ...] | None = None):
+        if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+            raise TypeError(f"images and labels must be torch tensors, got {_describe(images)} and "
+                            f"{_describe(labels)}; torch.as_tensor converts numpy arrays.")
+        pixels = images.dtype == torch.uint8
+        if (pixels and images.dim() not in (3, 4)) or not (pixels or images.is_floating_point()) or images.dim() < 2:
+            raise ValueError(f"images must be uint8 [N, H, W] or [N, C, H, W], or floating point [N, ...] already "
+                             f"normalised; got {images.dtype} {list(images.shape)}.")
+        if labels.shape != images.shape[:1] or labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, one per image: shape [{len(images)}], got {labels.dtype} "
+                             f"{list(labels.shape)}.")
+        if len(labels) and int(labels.min()) < 0:
+            raise ValueError(f"labels must be class indices 0, 1, ..., got {int(labels.min())}.")
+        n_classes = int(labels.max()) + 1 if len(labels) else 0
+        if classes is None:
+            classes = CLASSES if n_classes <= len(CLASSES) and pixels and images.dim() == 3 else \
+                tuple(str(c) for c in range(n_classes))
+        if len(classes) < n_classes:
+            raise ValueError(f"labels go up to {n_classes - 1} but only {len(classes)} class names were given.")
         self.images, self.labels, self.classes, self.name = images, labels.long(), tuple(classes), name
+        channels = 1 if images.dim() == 3 else images.shape[1]
+        default = (MEAN, STD) if pixels else (0.0, 1.0)
+        self.mean = _per_channel(default[0] if mean is None else mean, channels, "mean")
+        self.std = _per_channel(default[1] if std is None else std, channels, "std")
+        if any(v <= 0 for v in self.std):
+            raise ValueError(f"std must be positive, got {std!r}.")
         self._normalized: dict[torch.device, Tensor] = {}
 
     def __len__(self) -> int:
@@ -150,6 +177,11 @@ class ImageSet:
     def __repr__(self) -> str:
         name = f"{self.name!r}, " if self.name else ""
         return f"ImageSet({name}{len(self)} images of {list(self.images.shape[1:])}, {len(self.classes)} classes)"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one normalised batch of one image, [1, C, H, W] (or [1, ...]): what the model takes."""
+        return (1, *self.normalize(self.images[:1]).shape[1:])
 
     def accuracy_label(self) -> str:
         """"validation accuracy", "test accuracy", ... or plain "accuracy" for unnamed images."""
@@ -160,11 +192,22 @@ class ImageSet:
         return f"{len(self) if n is None else n:,} {self.name + ' ' if self.name else ''}images"
 
     def normalize(self, images: Tensor) -> Tensor:
-        """uint8 [B, H, W] -> float32 [B, 1, H, W], ``(images / 255 - MEAN) / STD``."""
-        return images.unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)
+        """A batch of ``images`` -> float32 [B, C, H, W] (uint8 [B, H, W] gets C = 1): ``(images / 255 - mean) /
+        std`` per channel for pixels; ``(images - mean) / std`` for floating-point images."""
+        if images.dtype == torch.uint8:
+            x = (images.unsqueeze(1) if images.dim() == 3 else images).float().div_(255)
+        else:
+            x = images.float().clone() if images.dtype == torch.float32 else images.float()
+        if self.mean == (0.0,) * len(self.mean) and self.std == (1.0,) * len(self.std):
+            return x
+        if len(set(self.mean)) == 1 and len(set(self.std)) == 1:     # one number: scalar ops, as always
+            return x.sub_(self.mean[0]).div_(self.std[0])
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean, std = torch.tensor(self.mean, device=x.device), torch.tensor(self.std, device=x.device)
+        return x.sub_(mean.view(shape)).div_(std.view(shape))
 
     def normalized(self, device: torch.device | str = "cpu") -> Tensor:
-        """The whole split as normalised float32 [N, 1, H, W] on ``device``, computed once and cached."""
+        """The whole set as normalised float32 [N, C, H, W] on ``device``, computed once and cached."""
         device = torch.device(device)
         if device not in self._normalized:
             # an ordinary tensor even when first asked for under inference_mode (as in evaluate), so the
@@ -175,7 +218,7 @@ class ImageSet:
 
     def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield ``(x, y)``: x float32 [B, 1, H, W] normalised, y int64 [B]; the last batch may be smaller.
+        """Yield ``(x, y)``: x float32 [B, C, H, W] normalised, y int64 [B]; the last batch may be smaller.
 
         With ``shuffle`` the order comes from ``generator`` (pass a seeded one for a reproducible order).
         """
@@ -196,7 +239,95 @@ class ImageSet:
         if not 1 <= n <= len(self):
             raise ValueError(f"n must be between 1 and {len(self)}, got {n}")
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
-        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.name, mean=self.mean, std=self.std)
+
+
+def _per_channel(value, channels: int, what: str) -> tuple[float, ...]:
+    values = (value,) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"{what} has {len(values)} values for images with {channels} channels; give one number "
+                         f"or one per channel.")
+    return tuple(float(v) for v in values)
+
+
+def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N, H, W] or [N, C, H, W], in [0, 1] units: the ``mean`` and
+    ``std`` to give an ImageSet (compute them on the training images and use them for every split)."""
+    x = (images.unsqueeze(1) if images.dim() == 3 else images).double()
+    if images.dtype == torch.uint8:
+        x = x / 255
+    per_channel = x.transpose(0, 1).reshape(x.shape[1], -1)
+    return tuple(per_channel.mean(1).tolist()), tuple(per_channel.std(1).tolist())
+
+
+Data = "ImageSet | tuple[Tensor, Tensor] | torch.utils.data.Dataset | torch.utils.data.DataLoader"
+
+
+def as_image_set(data, what: str = "This", example: str = "prunelab.load_fashion_mnist('test')") -> ImageSet:
+    """``data`` in any of the forms the kit takes, as an ImageSet (the one place that decides them):
+
+    - an ``ImageSet``, returned as it is;
+    - a pair ``(x, y)`` of tensors (or numpy arrays): x uint8 [N, H, W] / [N, C, H, W] pixels or floating point
+      [N, ...] already normalised, y int [N];
+    - a torch ``Dataset`` whose items are ``(x, label)`` (x a tensor, numpy array or PIL image) or a
+      ``DataLoader`` yielding ``(x, y)`` batches: read once into memory, in order (a shuffling loader's order
+      is its own).
+
+    Anything else, or no images, gives an error that says what ``what`` needs and shows ``example``.
+    """
+    if isinstance(data, ImageSet):
+        out = data
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        out = ImageSet(*(torch.as_tensor(_array(t)) for t in data))
+    elif isinstance(data, torch.utils.data.DataLoader):
+        batches = [(torch.as_tensor(_array(x)), torch.as_tensor(_array(y))) for x, y in data]
+        if not batches:
+            raise ValueError(f"{what} got a DataLoader with no batches; pass one over at least one image.")
+        out = ImageSet(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]),
+                       getattr(data.dataset, "classes", None))
+    elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        items = [data[i] for i in range(len(data))]
+        if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items[:1]):
+            raise TypeError(f"{what} needs a Dataset whose items are (image, label) pairs; item 0 of this "
+                            f"{type(data).__name__} is {_describe(items[0] if items else None)}.")
+        out = ImageSet(torch.stack([torch.as_tensor(_array(x)) for x, _ in items]) if items else torch.empty(0, 1, 1),
+                       torch.as_tensor([int(y) for _, y in items], dtype=torch.long),
+                       getattr(data, "classes", None))
+    else:
+        raise TypeError(f"{what} needs images with labels: an ImageSet (e.g. {example}), a pair (x, y) of "
+                        "tensors (x uint8 [N, H, W] or [N, C, H, W] pixels, or float [N, ...] normalised; y int [N]), "
+                        f"a torch Dataset of (image, label) items or a DataLoader; got {_describe(data)}.")
+    if len(out) == 0:
+        kind = "an ImageSet" if isinstance(data, ImageSet) else _describe(data)
+        raise ValueError(f"{what} got {kind} with no images; pass at least one image, e.g. {example}.")
+    return out
+
+
+def _array(value):
+    """A PIL image as uint8 [C, H, W]; anything else as it is (torch.as_tensor takes tensors and numpy arrays)."""
+    if type(value).__module__.startswith("PIL."):
+        from torchvision.transforms.functional import pil_to_tensor
+        return pil_to_tensor(value)
+    return value
+
+
+def _describe(data) -> str:
+    """What ``data`` is, for an error message: "a numpy.ndarray of shape [4, 28, 28]", "a tuple of (torch.Tensor,
+    numpy.ndarray)", "None"."""
+    def name(kind: type) -> str:
+        package = kind.__module__.split(".")[0]
+        return kind.__qualname__ if package == "builtins" else f"{package}.{kind.__qualname__}"
+
+    if data is None:
+        return "None"
+    shape = getattr(data, "shape", None)
+    if isinstance(shape, tuple):
+        return f"a {name(type(data))} of shape {list(shape)}"
+    if isinstance(data, tuple) and 0 < len(data) <= 3:
+        return f"a tuple of ({', '.join(name(type(t)) for t in data)})"
+    return f"a {name(type(data))}"
 
 
 _cache: dict[tuple, ImageSet] = {}

@@ -28,14 +28,13 @@ from torch import Tensor, fx, nn
 
 from . import graph
 from ._helpers import did_you_mean, in_mode
-from .data import ImageSet
+from .data import Data, as_image_set
 from .masks import effective, prunable_layers
-from .training import _describe, eval_batch_size, model_device
+from .training import eval_batch_size, model_device
 
 __all__ = ["collect_activations", "mean_activation", "max_activation", "apoz", "apoz_score",
            "measured_loss_change", "layer_loss_change"]
 
-Data = ImageSet | tuple[Tensor, Tensor]  # an ImageSet, or (x float [N, ...], y int64 [N])
 
 _CHUNK_ELEMENTS = 1 << 20  # numbers sent through the rest of the network per call (4 MB)
 
@@ -109,19 +108,8 @@ def _run(module: nn.Module, model: nn.Module, x: Tensor) -> tuple:
 
 def _tensors(data: Data, n_images: int | None, device: torch.device) -> tuple[Tensor, Tensor]:
     """The first ``n_images`` of ``data`` (all if None) as (x float [n, ...], y int64 [n]) on ``device``."""
-    if isinstance(data, ImageSet):
-        x, y = data.normalized(device), data.labels.to(device)
-    elif isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data[0].to(device), data[1].to(device).long()
-    else:
-        raise TypeError(f"data must be images with labels: an ImageSet (e.g. prunelab.load_fashion_mnist('test')"
-                        ".subset(2048)) or a tuple (x, y) of torch tensors, x float [N, ...] and y int64 [N] "
-                        f"(torch.as_tensor converts numpy arrays); got {_describe(data)}.")
-    if len(x) == 0:
-        raise ValueError("data is empty: the loss change is measured on images; pass e.g. "
-                         "prunelab.load_fashion_mnist('test').subset(2048).")
-    if y.shape != x.shape[:1]:
-        raise ValueError(f"y must hold one label per input, shape [{len(x)}], got {list(y.shape)}.")
+    data = as_image_set(data, "The loss change", "prunelab.load_fashion_mnist('test').subset(2048)")
+    x, y = data.normalized(device), data.labels.to(device)
     _check_x(x)
     if n_images is not None and not (isinstance(n_images, int) and n_images >= 1):
         raise ValueError(f"n_images must be a positive integer or None (all of data), got {n_images!r}.")
@@ -162,7 +150,7 @@ def measured_loss_change(model: nn.Module, layer: str, data: Data, *, n_images: 
                          batch_size: int | None = None) -> Tensor:
     """ΔL_j = L_j − L for every unit j of ``layer`` (neurons of a Linear, channels of a Conv2d): [units].
 
-    ``data``: an ImageSet, or a tuple (x float [N, ...], y int64 [N]) of tensors.
+    ``data``: images with labels: an ImageSet, an ``(x, y)`` pair, a Dataset or a DataLoader (``as_image_set``).
     L: mean cross-entropy of the intact model over the first ``n_images`` of ``data`` (all of it if None);
     L_j: the same with unit j removed, i.e. its output after its nonlinearity set to zero. A large positive
     ΔL_j means the unit is important; ΔL_j can be negative (removing j helps on this data). A unit that is 0
@@ -271,7 +259,8 @@ def layer_loss_change(model: nn.Module, data: Data, *, n_images: int | None = No
 def _bypassing(gm: fx.GraphModule, source: fx.Node, result: fx.Node, h_in: fx.Node, act: fx.Node):
     """x -> logits with the value of ``act`` replaced by that of ``h_in`` (the layer's output := its input)."""
     needed = graph.frontier(gm, act)
-    below, rest, i = graph.subgraph(gm, [source], needed + [h_in]), graph.subgraph(gm, needed, [result]), needed.index(act)
+    below, rest = graph.subgraph(gm, [source], needed + [h_in]), graph.subgraph(gm, needed, [result])
+    i = needed.index(act)
 
     def logits_of(xb: Tensor) -> Tensor:
         *values, value_in = below(xb)

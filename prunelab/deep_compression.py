@@ -32,7 +32,7 @@ from . import weight_sharing as WS
 from ._helpers import per_layer, select_layers, temporary_path
 from .checkpoints import CheckpointError, checkpoint_dir, load_pretrained
 from .compressed_file import load_compressed, save_compressed
-from .data import ImageSet, load_fashion_mnist, sha256_of
+from .data import Data, ImageSet, as_image_set, load_fashion_mnist, sha256_of
 from .models import build_model
 from .quantization import check_bits
 from .schedules import iterative_pruning, iterative_sparsities
@@ -201,10 +201,12 @@ LENET300 = Recipe(sparsity={"fc1": 0.98, "fc2": 0.91, "fc3": 0.74}, rounds=12, e
                   bits={"fc1": 4, "fc2": 4, "fc3": 6}, tune_epochs=1, tune_lr=1e-5)
 
 
-def run_pipeline(model: nn.Module, train_data: ImageSet, test_data: ImageSet, recipe: Recipe
+def run_pipeline(model: nn.Module, train_data: Data, test_data: Data, recipe: Recipe
                  ) -> tuple[nn.Module, dict[str, WS.Codebook], list[StageRecord]]:
     """Steps (a) to (d) with ``recipe`` on a copy of ``model``: returns the shared (masked) model, its codebooks
     and the four records."""
+    train_data = as_image_set(train_data, "run_pipeline's train_data", "prunelab.load_fashion_mnist('train')")
+    test_data = as_image_set(test_data, "run_pipeline's test_data")
     _, dense = dense_step(model, test_data)
     pruned, pruned_record = prune_step(model, train_data, test_data, recipe.sparsity, rounds=recipe.rounds,
                                        epochs_per_round=recipe.epochs_per_round, lr=recipe.prune_lr,

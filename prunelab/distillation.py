@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from . import masks as M
 from ._helpers import in_mode
-from .data import ImageSet
+from .data import Data, ImageSet, as_image_set
 from .training import EpochLog, LossFn, default_device, model_device, train
 
 __all__ = ["check_temperature", "check_alpha", "soft_targets", "distillation_loss", "distill_loss_fn", "distill",
@@ -139,7 +139,7 @@ def _check_pair(student: nn.Module, teacher: nn.Module, data: ImageSet) -> None:
     _check_same_shape(z_s, z_t)
 
 
-def distill(student: nn.Module, teacher: nn.Module, train_data: ImageSet, *, T: float, alpha: float,
+def distill(student: nn.Module, teacher: nn.Module, train_data: Data, *, T: float, alpha: float,
             epochs: int = 1, lr: float = 0.05, seed: int = 0, batch_size: int = 128,
             device: torch.device | str | None = None, **train_kwargs) -> list[EpochLog]:
     """Train ``student`` in place on ``distillation_loss`` against ``teacher``; returns ``train``'s logs.
@@ -153,6 +153,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_data: ImageSet, *, T: 
     check_alpha(alpha)
     if "loss_fn" in train_kwargs:
         raise ValueError("distill builds its own loss_fn; to train on another loss call prunelab.train directly.")
+    train_data = as_image_set(train_data, "distill", "prunelab.load_fashion_mnist('train')")
     _check_pair(student, teacher, train_data)
     device = torch.device(device) if device is not None else default_device()
     if model_device(teacher) != device:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ._helpers import in_mode
-from .data import ImageSet
+from .data import Data, as_image_set
 from .training import eval_batch_size, model_device
 
 __all__ = ["LiveAccuracy"]
@@ -33,9 +33,9 @@ class LiveAccuracy:
     ``seconds`` is the time the last call took.
     """
 
-    def __init__(self, model: nn.Module, data: ImageSet, *, max_cache_bytes: float = 512e6):
+    def __init__(self, model: nn.Module, data: Data, *, max_cache_bytes: float = 512e6):
         self.model = model
-        self.data = data
+        self.data = data = as_image_set(data, "LiveAccuracy")
         self.labels = data.labels.to(model_device(model))
         self.batch_size = eval_batch_size(model)
         self.max_cache_bytes = max_cache_bytes

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ._helpers import did_you_mean, in_mode, temporary_path
+from .data import Data, as_image_set
 from .masks import effective, effective_state_dict, prunable_layers
 
 __all__ = ["Encoding", "ENCODINGS", "Count", "ParameterCounts", "LayerMACs", "MACCount", "FileSize", "LatencyResult",
@@ -128,14 +129,17 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> MACCount:
+def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, data: Data | None = None) -> MACCount:
     """MACs of one forward pass, per image, counted by forward hooks on every Linear and Conv2d.
 
     Each weight is used once per output position P (H_out * W_out for a conv, 1 for a Linear on [B, in]):
     Conv2d dense = H_out * W_out * C_out * (C_in / groups) * kH * kW = P * numel(W), effective = P * nonzero(W);
     Linear dense = in * out, effective = nonzero(W). ``input_shape`` includes a batch dimension; the answer is
-    per image whatever the batch. The model is left as it was (no hooks, same mode, no gradients, BN untouched).
+    per image whatever the batch. By default it is that of ``data``'s images (``ImageSet.input_shape``), else
+    Fashion-MNIST's (1, 1, 28, 28). The model is left as it was (no hooks, same mode, no gradients, BN untouched).
     """
+    if input_shape is None:
+        input_shape = (1, 1, 28, 28) if data is None else as_image_set(data, "count_macs").input_shape
     layers = prunable_layers(model)
     if len(input_shape) < 2 or not all(isinstance(n, int) and n > 0 for n in input_shape):
         raise ValueError(f"input_shape must be positive ints [B, ...] with a batch dimension, e.g. (1, 1, 28, 28); "
@@ -157,7 +161,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) 
             model(torch.zeros(input_shape, device=device, dtype=dtype))
     except RuntimeError as e:
         raise ValueError(f"{type(model).__name__} cannot run on an input of shape {tuple(input_shape)}: "
-                         f"{str(e).splitlines()[0]} Pass the input_shape the model takes.") from e
+                         f"{str(e).splitlines()[0]} Pass the input_shape the model takes, or data=its images.") from e
     finally:
         for h in handles:
             h.remove()
@@ -293,23 +297,31 @@ class LatencyResult:
         return self.batch_size / (self.median_ms / 1000)
 
 
-def measure_latency(model: nn.Module, x: Tensor | None = None, *, repeats: int = 20,
+def measure_latency(model: nn.Module, x: Tensor | None = None, *, data: Data | None = None, repeats: int = 20,
                     warmup: int = 3) -> LatencyResult:
     """Time ``model(x)`` with ``time.perf_counter``: ``warmup`` untimed runs, then ``repeats`` timed ones.
 
-    ``x`` defaults to a batch of 256 random images [256, 1, 28, 28] (fixed seed; the global random state is
-    not touched). Runs on the model's device (the CPU in the kit) under ``torch.inference_mode`` in eval mode,
-    and puts every submodule back in the mode it was in.
+    ``x`` defaults to the first 256 images of ``data`` (normalised), else a batch of 256 random images
+    [256, 1, 28, 28] (fixed seed; the global random state is not touched). Runs on the model's device (the CPU
+    in the kit) under ``torch.inference_mode`` in eval mode, and puts every submodule back in the mode it was in.
     """
     if not (isinstance(repeats, int) and repeats >= 1):
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
     if not (isinstance(warmup, int) and warmup >= 0):
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}.")
     device, dtype = _device_and_dtype(model)
-    if x is None:
+    if x is None and data is not None:
+        x = as_image_set(data, "measure_latency").normalized(device)[:256].to(dtype)
+    elif x is None:
         x = torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     elif not isinstance(x, Tensor):
         raise TypeError(f"x must be a Tensor [B, ...] (e.g. [256, 1, 28, 28]), got {type(x).__name__}.")
+    try:
+        with in_mode(model, training=False), torch.inference_mode():
+            model(x[:1])
+    except RuntimeError as e:
+        raise ValueError(f"{type(model).__name__} cannot run on a batch of shape {list(x.shape)}: "
+                         f"{str(e).splitlines()[0]} Pass x= a batch it takes, or data=its images.") from e
 
     def sync() -> None:
         if x.device.type == "cuda":

@@ -24,15 +24,14 @@ from torch import Tensor, nn
 
 from . import masks as M
 from ._helpers import did_you_mean, in_mode, select_layers
-from .data import ImageSet
+from .data import Data, as_image_set
 from .graph import following_batchnorm
 from .scores import CALIBRATION_EXAMPLE
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
-from .training import _require_image_set
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
-           "nm_masks", "expand_units", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
+           "nm_masks", "unit_layers", "expand_units", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
 Granularity = Literal["weight", "n:m", "neuron", "channel"]
@@ -61,7 +60,7 @@ def unmasked(model: nn.Module):
 
 
 def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
-                  data: ImageSet | None = None, seed: int = 0) -> dict[str, Tensor]:
+                  data: Data | None = None, seed: int = 0) -> dict[str, Tensor]:
     """Per-weight scores of each layer's original weights: ``{layer_name: scores shaped like W}``."""
     _check_choice(criterion, ("magnitude", "gradient", "taylor", "random"), "criterion for weights")
     W = {name: M.original(model, f"{name}.weight").detach() for name in layers}
@@ -72,7 +71,7 @@ def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Cri
     if data is None:
         raise ValueError(f"The {criterion!r} criterion needs data to compute gradients: pass data=, e.g. "
                          f"{CALIBRATION_EXAMPLE}.")
-    _require_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
+    data = as_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
     with unmasked(model):
         g = loss_gradients(model, data)
     if criterion == "gradient":
@@ -81,7 +80,7 @@ def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Cri
 
 
 def unit_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
-                data: ImageSet | None = None, seed: int = 0, n_images: int = 2048) -> dict[str, Tensor]:
+                data: Data | None = None, seed: int = 0, n_images: int = 2048) -> dict[str, Tensor]:
     """Per-unit scores ``{layer_name: [units]}``: the L1 or L2 norm of each row/filter, the sum over the
     unit of a per-weight score (``"magnitude"`` = L1, ``"gradient"``, ``"taylor"``), random, or from the
     first ``n_images`` of ``data``: mean or max activation, 1 − APoZ, or the measured loss change ΔL_j."""
@@ -103,7 +102,7 @@ def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Ten
 
     if data is None:
         raise ValueError(f"The {criterion!r} criterion needs data: pass data=, e.g. {CALIBRATION_EXAMPLE}.")
-    _require_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
+    data = as_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
     n = min(n_images, len(data))
     with unmasked(model):  # scores from the original weights
         if criterion == "loss_change":
@@ -194,7 +193,7 @@ def quality_masks(model: nn.Module, quality: float | Mapping[str, float],
 
 def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularity: Granularity = "weight",
           criterion: Criterion = "magnitude", scope: Scope = "layer", layers: list[str] | None = None,
-          n: int = 2, m: int = 4, data: ImageSet | None = None, seed: int = 0,
+          n: int = 2, m: int = 4, data: Data | None = None, seed: int = 0,
           keep_pruned: bool = False) -> dict[str, Tensor]:
     """Mask ``model`` in place and return the parameter masks ``{param_name: bool}``.
 
@@ -202,7 +201,8 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     ``"n:m"`` (which removes 1 - n/m). Each call defines all the masks: it replaces earlier ones (never
     compounds) and lifts earlier masks on parameters it does not prune. With ``keep_pruned`` (iterative and
     gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink.
-    ``prunelab.masks.reset(model)`` restores the original weights exactly. ``data``: an ImageSet, needed by the
+    ``prunelab.masks.reset(model)`` restores the original weights exactly. ``data``: images with labels (an
+    ImageSet, an ``(x, y)`` pair, a Dataset or a DataLoader: ``data.as_image_set``), needed by the
     ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria. Every argument is checked before
     the model is touched.
     """
@@ -216,7 +216,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     units = granularity in ("neuron", "channel")
     chosen = select_layers(model, layers, units=units)
     if units:
-        chosen = _unit_layers(model, chosen, granularity, explicit=layers is not None)
+        chosen = unit_layers(model, chosen, granularity, explicit=layers is not None)
     elif granularity == "n:m" and layers is None:  # by default, skip layers whose rows do not split into M
         chosen = {name: layer for name, layer in chosen.items() if layer.weight[0].numel() % m == 0}
 
@@ -243,7 +243,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     return param_masks
 
 
-def _unit_layers(model: nn.Module, chosen: dict[str, nn.Module], granularity: str, *,
+def unit_layers(model: nn.Module, chosen: dict[str, nn.Module], granularity: str, *,
                  explicit: bool) -> dict[str, nn.Module]:
     """The chosen layers that ``granularity`` prunes by unit (Linear for "neuron", Conv2d for "channel"), or a
     ValueError that names the other granularity. ``explicit``: the user named the layers (a wrong one is an error)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .data import ImageSet
+from .data import Data, as_image_set
 from .masks import get_masks, mask_sparsity
 from .pruning import prune
 from .thresholds import check_sparsity
@@ -53,19 +53,21 @@ class PruneStep:
     accuracy_tuned: float
 
 
-def iterative_pruning(model: nn.Module, train_data: ImageSet, test_data: ImageSet,
+def iterative_pruning(model: nn.Module, train_data: Data, test_data: Data,
                       sparsities: list[float] | list[Mapping[str, float]], *, epochs_per_round: int | list[int] = 2,
                       lr: float = 0.005, weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
                       progress: bool = False, **prune_kwargs) -> list[PruneStep]:
     """Prune to each sparsity in turn and fine-tune after each round. One round (one sparsity) is one-shot
     pruning with fine-tuning. ``prune_kwargs`` go to ``prunelab.pruning.prune`` (granularity, criterion,
-    scope, layers, ...). ``epochs_per_round``: one number, or one per round. Each round fine-tunes with SGD + momentum and a cosine learning rate from ``lr``
-    to 0 (a trained model needs a much smaller rate than training from scratch). Returns one ``PruneStep``
-    per round."""
+    scope, layers, ...). ``epochs_per_round``: one number, or one per round. Each round fine-tunes with SGD +
+    momentum and a cosine learning rate from ``lr`` to 0 (a trained model needs a much smaller rate than training
+    from scratch). Returns one ``PruneStep`` per round."""
     epochs = [epochs_per_round] * len(sparsities) if isinstance(epochs_per_round, int) else list(epochs_per_round)
     if len(epochs) != len(sparsities) or min(epochs) < 0:
         raise ValueError(f"epochs_per_round must be an integer >= 0 or one per round ({len(sparsities)}), "
                          f"got {epochs_per_round!r}")
+    train_data = as_image_set(train_data, "iterative_pruning's train_data", "prunelab.load_fashion_mnist('train')")
+    test_data = as_image_set(test_data, "iterative_pruning's test_data")
     history = []
     for round_index, sparsity in enumerate(sparsities):
         masks = prune(model, sparsity, keep_pruned=True, **prune_kwargs)
@@ -79,15 +81,17 @@ def iterative_pruning(model: nn.Module, train_data: ImageSet, test_data: ImageSe
     return history
 
 
-def gradual_pruning(model: nn.Module, train_data: ImageSet, s_final: float, *, epochs: int,
+def gradual_pruning(model: nn.Module, train_data: Data, s_final: float, *, epochs: int,
                     s_initial: float = 0.0, start_epoch: int = 0, end_epoch: int | None = None,
                     prune_every: int = 50, lr: float = 0.01, batch_size: int = 128, seed: int = 0,
-                    test_data: ImageSet | None = None, progress: bool = False, **prune_kwargs):
+                    test_data: Data | None = None, progress: bool = False, **prune_kwargs):
     """Train for ``epochs`` while raising the sparsity along Zhu & Gupta's cubic from ``s_initial`` at
     ``start_epoch`` to ``s_final`` at ``end_epoch`` (default: 3/4 of the way), updating the mask every
     ``prune_every`` steps (Δt). Returns ``(epoch_logs, [(step, target sparsity)])``."""
     check_sparsity(s_final, "s_final")
     check_sparsity(s_initial, "s_initial")
+    train_data = as_image_set(train_data, "gradual_pruning's train_data", "prunelab.load_fashion_mnist('train')")
+    test_data = None if test_data is None else as_image_set(test_data, "gradual_pruning's test_data")
     steps_per_epoch = -(-len(train_data) // batch_size)
     end_epoch = end_epoch if end_epoch is not None else max(start_epoch + 1, (3 * epochs) // 4)
     t0, dt = start_epoch * steps_per_epoch, prune_every

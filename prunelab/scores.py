@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._helpers import in_mode
-from .data import ImageSet
-from .training import _require_image_set, model_device
+from .data import Data, as_image_set
+from .training import model_device
 
 __all__ = ["magnitude", "gradient_magnitude", "taylor", "unit_norm", "random_scores", "loss_gradients"]
 
@@ -53,7 +53,7 @@ def random_scores(shape: torch.Size | tuple[int, ...], *, seed: int = 0) -> Tens
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def loss_gradients(model: nn.Module, data: ImageSet | None, *, n_images: int = 2048,
+def loss_gradients(model: nn.Module, data: Data | None, *, n_images: int = 2048,
                    batch_size: int = 512) -> dict[str, Tensor]:
     """∂L/∂W of every Linear and Conv2d weight, L the mean cross-entropy over the first ``n_images`` of ``data``.
 
@@ -61,8 +61,8 @@ def loss_gradients(model: nn.Module, data: ImageSet | None, *, n_images: int = 2
     its effective value (``orig * mask``). The model's weights, gradients and mode are left as they were.
     """
     if data is None:
-        raise ValueError(f"Gradient-based scores need data: pass an ImageSet, e.g. {CALIBRATION_EXAMPLE}.")
-    _require_image_set(data, "Gradient-based scores", CALIBRATION_EXAMPLE)
+        raise ValueError(f"Gradient-based scores need data: pass images with labels, e.g. {CALIBRATION_EXAMPLE}.")
+    data = as_image_set(data, "Gradient-based scores", CALIBRATION_EXAMPLE)
     from .masks import prunable_layers
 
     layers = prunable_layers(model)

@@ -38,10 +38,10 @@ import torch
 from torch import Tensor, nn
 
 from . import masks as M
-from .data import ImageSet
+from .data import Data, as_image_set
 from .live_accuracy import LiveAccuracy
 from ._helpers import select_layers
-from .pruning import Criterion, unit_masks_to_parameters, unit_scores, weight_scores
+from .pruning import Criterion, unit_layers, unit_masks_to_parameters, unit_scores, weight_scores
 from .thresholds import RankedScores, check_sparsity
 
 __all__ = ["DEFAULT_SPARSITIES", "ScanGranularity", "RankedLayer", "ranked_layers", "SensitivityCurves",
@@ -94,7 +94,7 @@ class RankedLayer:
 
 
 def ranked_layers(model: nn.Module, layers: list[str] | None = None, *, criterion: Criterion = "magnitude",
-                  granularity: ScanGranularity = "weight", calibration_data: ImageSet | None = None,
+                  granularity: ScanGranularity = "weight", calibration_data: Data | None = None,
                   seed: int = 0) -> dict[str, RankedLayer]:
     """``{layer: RankedLayer}`` from the scores of the original weights (``calibration_data`` for the
     gradient, Taylor and activation criteria). ``"n:m"`` has no sparsity to sweep and is refused."""
@@ -104,11 +104,7 @@ def ranked_layers(model: nn.Module, layers: list[str] | None = None, *, criterio
     units = granularity != "weight"
     chosen = select_layers(model, layers, units=units)
     if units:
-        wanted = nn.Linear if granularity == "neuron" else nn.Conv2d
-        wrong = [name for name, layer in chosen.items() if not isinstance(layer, wanted)]
-        if wrong:
-            raise ValueError(f"{granularity} pruning applies to {wanted.__name__} layers; {wrong} are not. "
-                             "Name the layers to scan with layers=[...].")
+        chosen = unit_layers(model, chosen, granularity, explicit=layers is not None)
         scores = unit_scores(model, chosen, criterion, calibration_data, seed)
     else:
         scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion,
@@ -183,9 +179,9 @@ def _grid(sparsities: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted({0.0, *map(float, sparsities)}))
 
 
-def sensitivity_scan(model: nn.Module, data: ImageSet, sparsities: Sequence[float] = DEFAULT_SPARSITIES, *,
+def sensitivity_scan(model: nn.Module, data: Data, sparsities: Sequence[float] = DEFAULT_SPARSITIES, *,
                      layers: list[str] | None = None, criterion: Criterion = "magnitude",
-                     granularity: ScanGranularity = "weight", calibration_data: ImageSet | None = None,
+                     granularity: ScanGranularity = "weight", calibration_data: Data | None = None,
                      seed: int = 0) -> SensitivityCurves:
     """Accuracy on every image of ``data`` with each layer alone pruned to each of ``sparsities``.
 
@@ -194,6 +190,7 @@ def sensitivity_scan(model: nn.Module, data: ImageSet, sparsities: Sequence[floa
     model's state dict ends bit-identical. ``layers``: default every Linear and Conv2d (for neuron/channel,
     every one but the last). Arguments are checked before the model is touched.
     """
+    data = as_image_set(data, "sensitivity_scan")
     grid = _grid(sparsities)
     ranked = ranked_layers(model, layers, criterion=criterion, granularity=granularity,
                            calibration_data=calibration_data, seed=seed)

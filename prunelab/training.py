@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ._helpers import in_mode
-from .data import ImageSet
+from .data import Data, as_image_set
 
 __all__ = ["Evaluation", "EpochLog", "default_device", "evaluate", "train", "model_device"]
 
@@ -50,37 +50,6 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def _describe(data) -> str:
-    """What ``data`` is, for an error message: "a numpy.ndarray of shape [4, 28, 28]", "a tuple of (torch.Tensor,
-    numpy.ndarray)", "None"."""
-    def name(kind: type) -> str:
-        package = kind.__module__.split(".")[0]
-        return kind.__qualname__ if package == "builtins" else f"{package}.{kind.__qualname__}"
-
-    if data is None:
-        return "None"
-    shape = getattr(data, "shape", None)
-    if isinstance(shape, tuple):
-        return f"a {name(type(data))} of shape {list(shape)}"
-    if isinstance(data, tuple) and 0 < len(data) <= 3:
-        return f"a tuple of ({', '.join(name(type(t)) for t in data)})"
-    return f"a {name(type(data))}"
-
-
-def _require_image_set(data, what: str, example: str = "prunelab.load_fashion_mnist('test')") -> ImageSet:
-    """``data`` when it is an ImageSet holding at least one image; else an error saying what ``what`` needs.
-
-    The one place that decides which data ``train``, ``evaluate`` and the data-needing pruning criteria take.
-    """
-    if not isinstance(data, ImageSet):
-        raise TypeError(f"{what} needs images with labels: an ImageSet, e.g. {example}, or one built with "
-                        "prunelab.ImageSet(images, labels, classes) from images uint8 [N, H, W] and labels "
-                        f"int64 [N] (torch tensors); got {_describe(data)}.")
-    if len(data) == 0:
-        raise ValueError(f"{what} got an ImageSet with no images; pass one with at least one image, e.g. {example}.")
-    return data
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """accuracy: fraction correct in [0, 1]; loss: mean cross-entropy (nats); correct, total: counts."""
@@ -98,14 +67,15 @@ def eval_batch_size(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: ImageSet, *, batch_size: int | None = None) -> Evaluation:
+def evaluate(model: nn.Module, data: Data, *, batch_size: int | None = None) -> Evaluation:
     """Accuracy and mean cross-entropy of ``model`` on every image of ``data``, on the model's device.
 
     Runs in eval mode (BatchNorm uses its running statistics) and puts the model back in the mode it
     was in. The normalised images are cached on the device, so repeated calls (a slider) only run the model.
-    ``batch_size`` defaults to ``eval_batch_size(model)``.
+    ``batch_size`` defaults to ``eval_batch_size(model)``. ``data``: an ImageSet, an ``(x, y)`` pair, a
+    Dataset or a DataLoader (see ``data.as_image_set``).
     """
-    _require_image_set(data, "evaluate")
+    data = as_image_set(data, "evaluate")
     batch_size = eval_batch_size(model) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
@@ -138,7 +108,7 @@ def cross_entropy(logits: Tensor, y: Tensor, x: Tensor) -> Tensor:
 
 def train(
     model: nn.Module,
-    data: ImageSet,
+    data: Data,
     *,
     epochs: int = 1,
     lr: float = 0.05,
@@ -150,7 +120,7 @@ def train(
     optimizer: torch.optim.Optimizer | None = None,
     loss_fn: LossFn = cross_entropy,
     after_step: Callable[[nn.Module], None] | None = None,
-    test_data: ImageSet | None = None,
+    test_data: Data | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> list[EpochLog]:
@@ -171,9 +141,9 @@ def train(
         raise ValueError(f"lr must be a positive finite number, got {lr}")
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-    _require_image_set(data, "train", "prunelab.load_fashion_mnist('train')")
+    data = as_image_set(data, "train", "prunelab.load_fashion_mnist('train')")
     if test_data is not None:
-        _require_image_set(test_data, "train's test_data")
+        test_data = as_image_set(test_data, "train's test_data")
 
     device = torch.device(device) if device is not None else default_device()
     model.to(device)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks as M
-from .data import ImageSet
+from .data import Data, as_image_set
 from ._helpers import in_mode, select_layers, temporary_path
 from .quantization import check_bits, pack_bits, unpack_bits
 from .training import model_device
@@ -126,7 +126,7 @@ def centroid_gradient(grad_W: Tensor, indices: Tensor, k: int) -> Tensor:
         0, indices.flatten().to(grad_W.device), grad_W.flatten())
 
 
-def fine_tune_centroids(model: nn.Module, codebooks: dict[str, Codebook], train_data: ImageSet, *,
+def fine_tune_centroids(model: nn.Module, codebooks: dict[str, Codebook], train_data: Data, *,
                         epochs: int = 1, lr: float = 1e-5, momentum: float = 0.9, batch_size: int = 128,
                         seed: int = 0) -> dict[str, Codebook]:
     """Train only the centroids of a shared model (``share_weights``'s copy), in place; returns the new codebooks.
@@ -138,6 +138,7 @@ def fine_tune_centroids(model: nn.Module, codebooks: dict[str, Codebook], train_
     """
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    train_data = as_image_set(train_data, "fine_tune_centroids", "prunelab.load_fashion_mnist('train')")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive finite number, got {lr}.")
     device = model_device(model)

@@ -91,7 +91,7 @@ def test_the_final_score_is_on_the_test_set_and_choices_are_checked_on_validatio
     while_building = C.check_submission(lenet, budget_bytes=2_000_000, accuracy_floor=0.5, data="validation")
     assert while_building.scored_on == "validation" and while_building.total == 5_000 and while_building.path is None
     assert "5,000 validation images right; the final score is on the test set" in while_building.message
-    with pytest.raises(ValueError, match="data must be 'test', 'validation' or an ImageSet, got 'train'"):
+    with pytest.raises(ValueError, match="data must be 'test', 'validation' or your own images.*got 'train'"):
         C.check_submission(path, budget_bytes=1000, accuracy_floor=0.5, data="train")
 
 

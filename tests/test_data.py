@@ -155,3 +155,96 @@ def test_splits_are_named_for_labels(test_set):
     unnamed = pl.ImageSet(test_set.images[:3], test_set.labels[:3])
     assert unnamed.accuracy_label() == "accuracy" and unnamed.images_label() == "3 images"
     assert repr(validation) == "ImageSet('validation', 5000 images of [28, 28], 10 classes)"
+
+
+# ---------------------------------------------------------------- your own data, in the forms people have it
+
+def test_own_colour_images_are_normalised_per_channel_with_their_own_statistics():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=g)
+    images[:, 0] //= 4                                              # channels with different statistics
+    mean, std = pl.data.channel_stats(images)
+    data = pl.ImageSet(images, torch.arange(64) % 5, mean=mean, std=std)
+    x = data.normalized()
+    assert x.shape == (64, 3, 8, 8) and data.input_shape == (1, 3, 8, 8)
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(x.std((0, 2, 3)), torch.ones(3), atol=1e-4)
+    assert data.classes == ("0", "1", "2", "3", "4")
+    assert torch.equal(data.subset(10).normalized(), data.normalize(data.subset(10).images))   # keeps mean, std
+    expected = (images[:, 1].float() / 255 - mean[1]) / std[1]
+    assert torch.allclose(x[:, 1], expected, atol=1e-6)
+
+
+def test_a_pair_a_dataset_and_a_loader_become_the_same_image_set(test_set):
+    import numpy as np
+    from torch.utils.data import DataLoader, TensorDataset
+
+    part = test_set.subset(100, seed=3)
+    forms = {"pair": (part.images, part.labels), "numpy pair": (part.images.numpy(), part.labels.numpy()),
+             "dataset": TensorDataset(part.images, part.labels),
+             "loader": DataLoader(TensorDataset(part.images, part.labels), batch_size=32)}
+    for form, data in forms.items():
+        got = pl.data.as_image_set(data)
+        assert torch.equal(got.normalized(), part.normalized()), form
+        assert torch.equal(got.labels, part.labels) and got.classes == pl.CLASSES, form
+    assert pl.data.as_image_set(part) is part
+    floats = pl.data.as_image_set((part.normalized(), part.labels))    # already normalised: used as given
+    assert torch.equal(floats.normalized(), part.normalized())
+    assert isinstance(np.asarray(part.labels), np.ndarray)
+
+
+def test_a_torchvision_dataset_of_pil_images_is_read_as_pixels(test_set):
+    from PIL import Image
+
+    class Pictures(torch.utils.data.Dataset):
+        classes = pl.CLASSES
+
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return Image.fromarray(test_set.images[i].numpy()), int(test_set.labels[i])
+
+    got = pl.data.as_image_set(Pictures())
+    assert got.images.shape == (5, 1, 28, 28) and torch.equal(got.images[:, 0], test_set.images[:5])
+    assert torch.equal(got.normalized(), test_set.normalized()[:5])
+
+
+@pytest.mark.parametrize("data, error, message", [
+    ((torch.zeros(4, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.long)), ValueError,
+     r"labels must be integers, one per image: shape \[4\], got torch.int64 \[3\]"),
+    ((torch.zeros(4, 28, 28, dtype=torch.uint8), torch.zeros(4)), ValueError, r"labels must be integers"),
+    ((torch.zeros(4, 28, 28, dtype=torch.int32), torch.zeros(4, dtype=torch.long)), ValueError,
+     r"uint8 \[N, H, W\] or \[N, C, H, W\], or floating point"),
+    ((torch.zeros(4, 28, 28, dtype=torch.uint8), -torch.ones(4, dtype=torch.long)), ValueError, "class indices"),
+    (torch.utils.data.TensorDataset(torch.zeros(3, 4)), TypeError, r"\(image, label\) pairs"),
+    (torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(0, 1, 2, 2), torch.zeros(0)),
+                                 batch_size=4), ValueError, "no batches"),
+    ({"x": 1}, TypeError, r"needs images with labels.*got a dict"),
+])
+def test_data_that_cannot_be_images_with_labels_says_what_is_wrong(data, error, message):
+    with pytest.raises(error, match=message):
+        pl.data.as_image_set(data, "evaluate")
+
+
+def test_mean_and_std_must_fit_the_channels():
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="mean has 2 values for images with 3 channels"):
+        pl.ImageSet(images, torch.zeros(2, dtype=torch.long), mean=(0.5, 0.5), std=0.2)
+    with pytest.raises(ValueError, match="std must be positive"):
+        pl.ImageSet(images, torch.zeros(2, dtype=torch.long), mean=0.5, std=0.0)
+
+
+def test_train_evaluate_and_prune_take_a_loader_like_the_image_set(train_set, test_set):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    part, check = train_set.subset(512, seed=1), test_set.subset(256, seed=2)
+    loader = DataLoader(TensorDataset(part.images, part.labels), batch_size=100)
+    a, b = pl.build_model("lenet300"), pl.build_model("lenet300")
+    pl.train(a, part, epochs=1, progress=False, seed=4, device="cpu")
+    pl.train(b, loader, epochs=1, progress=False, seed=4, device="cpu")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert pl.evaluate(a, (check.images, check.labels)) == pl.evaluate(a, check)
+    masks_a = pl.prune(a, 0.5, criterion="taylor", data=check)
+    masks_b = pl.prune(b, 0.5, criterion="taylor", data=(check.images.numpy(), check.labels.numpy()))
+    assert all(torch.equal(masks_a[k], masks_b[k]) for k in masks_a)

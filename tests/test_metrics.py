@@ -257,3 +257,19 @@ def test_measuring_leaves_a_masked_model_prunable_as_torch_knows_it():
     assert same(before, snapshot(model)) and no_hooks(model)
     prune.remove(model.fc1, "weight")                           # torch's own API still works afterwards
     assert M.layer_sparsity(model)["fc1"] == M.sparsity(model.fc1.weight)
+
+
+def test_macs_and_latency_take_the_input_shape_from_the_data():
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4))
+    images = torch.randint(0, 256, (300, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = (images, torch.arange(300) % 4)
+    macs = pl.metrics.count_macs(model, data=data)
+    assert macs.dense == 16 * 16 * 8 * 3 * 9 + 8 * 4 == pl.metrics.count_macs(model, (1, 3, 16, 16)).dense
+    assert pl.metrics.measure_latency(model, data=data, repeats=2).batch_size == 256
+    with pytest.raises(ValueError, match=r"cannot run on a batch of shape \[256, 1, 28, 28\].*data=its images"):
+        pl.metrics.measure_latency(model, repeats=2)
+    with pytest.raises(ValueError, match=r"cannot run on an input of shape \(1, 1, 28, 28\).*data=its images"):
+        pl.metrics.count_macs(model)

@@ -90,8 +90,8 @@ def test_bad_arguments_are_refused_before_the_model_changes(small_train, kwargs,
 @pytest.mark.parametrize("data, error, message", [
     (EMPTY, ValueError, r"evaluate got an ImageSet with no images.*load_fashion_mnist\('test'\)"),
     (np.zeros((4, 28, 28), dtype=np.uint8), TypeError,
-     r"evaluate needs images with labels: an ImageSet.*prunelab\.ImageSet\(images, labels, classes\).*"
-     r"got a numpy\.ndarray of shape \[4, 28, 28\]"),
+     r"evaluate needs images with labels: an ImageSet.*load_fashion_mnist\('test'\).*a pair \(x, y\).*Dataset.*"
+     r"DataLoader; got a numpy\.ndarray of shape \[4, 28, 28\]"),
     (torch.zeros(4, 1, 28, 28), TypeError, r"needs images with labels.*got a torch\.Tensor of shape \[4, 1, 28, 28\]"),
 ])
 def test_evaluate_refuses_what_is_not_a_labelled_image_set(data, error, message):

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 from torch import nn
 
-from ..data import ImageSet
+from ..data import Data, as_image_set
 from ..live_accuracy import LiveAccuracy
 
 __all__ = ["Explorer", "MeteredExplorer", "AccuracyMeter"]
@@ -43,8 +43,9 @@ class AccuracyMeter:
     another copy of the same model can share the first one's timing decision (``like``).
     """
 
-    def __init__(self, model: nn.Module, data: ImageSet, *, exact_budget: float = 0.1, estimate_images: int = 1000,
+    def __init__(self, model: nn.Module, data: Data, *, exact_budget: float = 0.1, estimate_images: int = 1000,
                  passes: int = 1, like: AccuracyMeter | None = None):
+        data = as_image_set(data, "The accuracy readout")
         self.data, self.n_estimate = data, min(estimate_images, len(data))
         self.exact = LiveAccuracy(model, data)
         if like is None:

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .. import masks as M
-from ..data import ImageSet
+from ..data import Data, as_image_set
 from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
 from ..plots import FigureImage, MaskImage
 from .._helpers import select_layers
@@ -89,10 +89,11 @@ class GranularityExplorer(Explorer):
 
     max_columns = 256   # the overview shows at most about this many columns of a mask (the panel's width)
 
-    def __init__(self, model: nn.Module, test_data: ImageSet, *, layers: list[str] | None = None,
+    def __init__(self, model: nn.Module, test_data: Data, *, layers: list[str] | None = None,
                  m_options: tuple[int, ...] = (4, 8), exact_budget: float = 0.03, estimate_images: int = 1000,
                  latency_batch: int = 256, latency_repeats: int = 20, zoom: tuple[int, int] = (16, 48)):
         super().__init__()
+        test_data = as_image_set(test_data, "GranularityExplorer")
         if M.masked_parameters(model):
             raise ValueError("GranularityExplorer compares granularities starting from a dense model, and this one "
                              "carries masks. Pass an unmasked model (to start from a pruned one, commit a copy: "
@@ -119,7 +120,8 @@ class GranularityExplorer(Explorer):
         scores = weight_scores(model, self.layers, "magnitude")
         self._weight_scores = scores
         self._weight_ranked = {name: RankedScores(s.cpu()) for name, s in scores.items()}
-        self._unit_ranked = {name: RankedScores(s.cpu()) for name, s in unit_scores(model, self.layers, "magnitude").items()}
+        self._unit_ranked = {name: RankedScores(s.cpu())
+                             for name, s in unit_scores(model, self.layers, "magnitude").items()}
         self._shapes = {name: tuple(M.original(model, f"{name}.weight").shape) for name in self.layers}
         self._units = {name: shape[0] for name, shape in self._shapes.items()}
         self._param_shapes = {name: {p: tuple(mask.shape) for p, mask in unit_masks_to_parameters(

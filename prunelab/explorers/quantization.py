@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .. import masks as M
-from ..data import ImageSet
+from ..data import Data, as_image_set
 from ..metrics import file_bytes
 from ..plots import FigureImage, LevelLines
 from .._helpers import select_layers
@@ -110,17 +110,18 @@ class QuantizationExplorer(MeteredExplorer):
     for LeNet-300-100, at most 40 settings), ``baseline`` (float32 accuracy), ``float_bytes``.
     """
 
-    def __init__(self, model: nn.Module, test_data: ImageSet, *, layers: list[str] | None = None,
+    def __init__(self, model: nn.Module, test_data: Data, *, layers: list[str] | None = None,
                  exact_budget: float = 0.05, estimate_images: int = 1000, kmeans_iters: int = 50, bins: int = 101):
         super().__init__()
+        test_data = as_image_set(test_data, "QuantizationExplorer")
         self.layers = select_layers(model, layers)
         self.kmeans_iters = kmeans_iters
         self.bins = bins
         self.reference = M.copy_model(model)          # never written: W and the files are read from it
         self.quantized_model = M.copy_model(model)    # holds Ŵ
         self.W = {name: M.effective(self.reference.get_submodule(name)).cpu().float() for name in self.layers}
-        self._saved = {name: (getattr(layer, "weight_orig", None) if hasattr(layer, "weight_mask") else layer.weight)
-                       .detach().clone() for name, layer in select_layers(self.quantized_model, list(self.layers)).items()}
+        self._saved = {name: M.original(self.quantized_model, f"{name}.weight").detach().clone()
+                       for name in self.layers}
         self.float_bytes = file_bytes(self.reference)
         self.cache: dict[Setting, Quantized] = {}
         self.current: Quantized | None = None
@@ -382,7 +383,8 @@ class QuantizationExplorer(MeteredExplorer):
         self._write(self._saved)
         self.current = None
         with self.quiet():
-            self.bits.value, self.method.value, self.scheme.value, self.per_channel.value = FLOAT, "linear", "affine", False
+            self.bits.value, self.method.value = FLOAT, "linear"
+            self.scheme.value, self.per_channel.value = "affine", False
             self.channel.value = 0
         self._configure_controls()
         self._rebuild_panel()

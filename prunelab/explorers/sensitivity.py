@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .. import masks as M
-from ..data import ImageSet
+from ..data import Data, as_image_set
 from ..plots import FigureImage
 from ..pruning import Criterion
 from ..sensitivity import (DEFAULT_SPARSITIES, Allocation, ScanGranularity, SensitivityCurves,
@@ -48,12 +48,13 @@ class SensitivityExplorer(MeteredExplorer):
     ``predicted`` (sum of drops), ``allocation`` (the last budget fit, or None).
     """
 
-    def __init__(self, model: nn.Module, data: ImageSet, *, curves: SensitivityCurves | None = None,
+    def __init__(self, model: nn.Module, data: Data, *, curves: SensitivityCurves | None = None,
                  sparsities=DEFAULT_SPARSITIES, layers: list[str] | None = None,
                  criterion: Criterion = "magnitude", granularity: ScanGranularity = "weight",
-                 calibration_data: ImageSet | None = None, exact_budget: float = 0.1,
+                 calibration_data: Data | None = None, exact_budget: float = 0.1,
                  estimate_images: int = 1000, budget: float = 0.1):
         super().__init__()
+        data = as_image_set(data, "SensitivityExplorer")
         names = curves.layers if curves is not None else layers
         masked = [p for p in M.masked_parameters(model) if names is None or p.rsplit(".", 1)[0] in names]
         if masked:

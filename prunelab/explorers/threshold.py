@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from .. import masks as M
-from ..data import ImageSet
+from ..data import Data, as_image_set
 from ..plots import FigureImage, MaskImage, WeightHistogram
 from .._helpers import select_layers
 from ..pruning import weight_scores
@@ -52,10 +52,11 @@ class ThresholdExplorer(MeteredExplorer):
     ``accuracy_is_exact``.
     """
 
-    def __init__(self, model: nn.Module, test_data: ImageSet, *, calibration_data: ImageSet | None = None,
+    def __init__(self, model: nn.Module, test_data: Data, *, calibration_data: Data | None = None,
                  layers: list[str] | None = None, exact_budget: float = 0.1, estimate_images: int = 1000,
                  bins: int = 81):
         super().__init__()
+        test_data = as_image_set(test_data, "ThresholdExplorer")
         self.model = model
         self.layers = select_layers(model, layers)
         self.calibration_data = calibration_data
@@ -67,7 +68,8 @@ class ThresholdExplorer(MeteredExplorer):
         self.v_thr: dict[str, float] = {}
         for name in self.layers:
             keep = M.get_masks(model).get(f"{name}.weight")
-            self.masks[name] = keep.cpu() if keep is not None else torch.ones(self.layers[name].weight.shape, dtype=torch.bool)
+            self.masks[name] = (keep.cpu() if keep is not None
+                                else torch.ones(self.layers[name].weight.shape, dtype=torch.bool))
 
         self.meter = AccuracyMeter(model, test_data, exact_budget=exact_budget, estimate_images=estimate_images)
         self.data = test_data
@@ -122,7 +124,8 @@ class ThresholdExplorer(MeteredExplorer):
             if self.criterion.value != "magnitude":
                 raise ValueError("The quality rule v_thr = q·σ(W) is defined for magnitude scores only; "
                                  "pick criterion 'magnitude' or another rule.")
-            v_thr = {name: threshold_from_std(M.original(self.model, f"{name}.weight").detach(), value) for name in names}
+            v_thr = {name: threshold_from_std(M.original(self.model, f"{name}.weight").detach(), value)
+                     for name in names}
             return {name: self.ranked(name).mask_for_threshold(v_thr[name]) for name in names}, v_thr
         ranked = self.ranked(key)
         if rule == "sparsity":
