@@ -13,6 +13,11 @@ sparsity 0.9 then 0.3 gives the 0.3 mask, and ``reset`` gives back the original 
 
 Masks are keyed by parameter name, ``"fc1.weight"``, ``"fc1.bias"``, ``"bn1.weight"``, ...
 A masked entry stays exactly zero while training: its effective value is ``orig * 0``.
+
+Some modules read a child's tensor without calling the child, so the child's pre-hook never runs:
+``nn.MultiheadAttention`` reads ``out_proj.weight``, and ``nn.TransformerEncoderLayer``'s inference fast path
+reads every weight below it. Each such module (``READERS``) above a mask gets one more pre-hook that
+recomputes every masked tensor below it, so training a pruned transformer works and masked entries stay zero.
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ from torch.nn.utils import prune
 
 from ._helpers import did_you_mean
 
-__all__ = ["prunable_layers", "set_masks", "get_masks", "original", "effective", "set_effective",
+__all__ = ["READERS", "prunable_layers", "set_masks", "get_masks", "original", "effective", "set_effective",
            "effective_state_dict", "load_effective_state_dict", "reset", "commit", "masked_parameters",
            "load_masked_state_dict", "mask_sparsity", "copy_model"]
+
+
+# modules whose forward reads tensors of their children without calling them (see the module docstring)
+READERS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -167,7 +176,27 @@ def set_masks(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
             _refresh(module, tensor_name)  # the effective tensor now, not only at the next forward
         else:
             prune.custom_from_mask(module, tensor_name, mask)
+            _hook_readers_above(model, name)
     return model
+
+
+def _recompute_masked_below(reader: nn.Module, args) -> None:
+    """Forward pre-hook of a reader: every masked tensor below it becomes ``orig * mask`` now (with autograd,
+    as the tensor's own pre-hook would compute it)."""
+    for module in reader.modules():
+        for key in [k for k in module._buffers if k.endswith("_mask")]:
+            tensor_name = key.removesuffix("_mask")
+            if tensor_name + "_orig" in module._parameters:
+                setattr(module, tensor_name, module._parameters[tensor_name + "_orig"] * module._buffers[key])
+
+
+def _hook_readers_above(model: nn.Module, param_name: str) -> None:
+    """Give every READERS module that holds ``param_name`` (itself or above it) the recomputing pre-hook, once."""
+    parts = param_name.split(".")[:-1]
+    for depth in range(len(parts) + 1):
+        ancestor = model.get_submodule(".".join(parts[:depth]))
+        if isinstance(ancestor, READERS) and _recompute_masked_below not in ancestor._forward_pre_hooks.values():
+            ancestor.register_forward_pre_hook(_recompute_masked_below)
 
 
 def reset(model: nn.Module, names: list[str] | None = None) -> nn.Module:
