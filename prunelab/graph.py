@@ -76,7 +76,14 @@ def layer_nodes(gm: fx.GraphModule, names: list[str]) -> dict[str, fx.Node]:
         if node.op == "call_module" and node.target in calls:
             calls[node.target].append(node)
     forward = f"{type(gm).__name__}.forward"
+    opaque = {node.target for node in gm.graph.nodes if node.op == "call_module"}   # modules fx did not enter
     for name, nodes in calls.items():
+        inside = next((m for m in opaque if name.startswith(m + ".")), None)
+        if not nodes and inside is not None:
+            raise GraphError(f"layer {name!r} runs inside {inside!r} (a {type(gm.get_submodule(inside)).__name__}), "
+                             "which torch.fx keeps as one opaque call, so its units cannot be followed; score it "
+                             "by weight (granularity='weight', or criteria without data), or name layers outside "
+                             f"{inside!r}")
         if not nodes:
             raise GraphError(f"layer {name!r} is never called in {forward}, so nothing reads its units; name a "
                              "layer that forward uses")

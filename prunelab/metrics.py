@@ -130,11 +130,15 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, data: Data | None = None) -> MACCount:
-    """MACs of one forward pass, per image, counted by forward hooks on every Linear and Conv2d.
+    """MACs of one forward pass, per image, counted by forward hooks on every Linear, Conv2d and
+    MultiheadAttention.
 
-    Each weight is used once per output position P (H_out * W_out for a conv, 1 for a Linear on [B, in]):
-    Conv2d dense = H_out * W_out * C_out * (C_in / groups) * kH * kW = P * numel(W), effective = P * nonzero(W);
-    Linear dense = in * out, effective = nonzero(W). ``input_shape`` includes a batch dimension; the answer is
+    Each weight is used once per output position P (H_out * W_out for a conv, 1 for a Linear on [B, in], the
+    L tokens for a Linear on [B, L, in]): dense = P * numel(W), effective = P * nonzero(W). So Conv2d dense =
+    H_out * W_out * C_out * (C_in / groups) * kH * kW and Linear dense = in * out. A MultiheadAttention with
+    embedding E, L queries and S keys counts three entries: ``<name>.in_proj`` (W_q on L tokens, W_k and W_v
+    on S), ``<name>.attention`` (Q Kᵀ and the weighted sum of V: 2 · L · S · E, no weights to prune) and
+    ``<name>.out_proj`` (L tokens). ``input_shape`` includes a batch dimension; the answer is
     per image whatever the batch. By default it is that of ``data``'s images (``ImageSet.input_shape``), else
     Fashion-MNIST's (1, 1, 28, 28). The model is left as it was (no hooks, same mode, no gradients, BN untouched).
     """
@@ -154,7 +158,26 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
             counts[name] = LayerMACs(dense + P * W.numel(), nonzero + P * int(W.count_nonzero()))
         return count
 
+    def attention_hook(name: str):
+        def count(mha: nn.MultiheadAttention, inputs, out) -> None:
+            query, key = inputs[0], inputs[1]
+            token_dim = 1 if mha.batch_first and query.dim() == 3 else 0
+            L, S, E = query.shape[token_dim], key.shape[token_dim], mha.embed_dim
+            if mha.in_proj_weight is not None or hasattr(mha, "in_proj_weight_orig"):
+                W_q, W_k, W_v = effective(mha, "in_proj_weight").split(E)
+            else:
+                W_q, W_k, W_v = (effective(mha, f"{p}_proj_weight") for p in "qkv")
+            W_o = effective(mha.out_proj)
+            counts[f"{name}.in_proj"] = LayerMACs(L * W_q.numel() + S * (W_k.numel() + W_v.numel()),
+                                                  L * int(W_q.count_nonzero())
+                                                  + S * int(W_k.count_nonzero() + W_v.count_nonzero()))
+            counts[f"{name}.attention"] = LayerMACs(2 * L * S * E, 2 * L * S * E)
+            counts[f"{name}.out_proj"] = LayerMACs(L * W_o.numel(), L * int(W_o.count_nonzero()))
+        return count
+
     handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    handles += [m.register_forward_hook(attention_hook(name)) for name, m in model.named_modules()
+                if isinstance(m, nn.MultiheadAttention)]
     device, dtype = _device_and_dtype(model)
     try:
         with in_mode(model, training=False), torch.no_grad():

@@ -1,4 +1,5 @@
-"""The curriculum's models, each a readable ``nn.Sequential`` with named layers, plus torchvision's ResNet-18.
+"""The curriculum's models: readable ``nn.Sequential`` CNNs and MLPs with named layers, torchvision's ResNet-18
+and a small vision transformer built from torch's own encoder layers.
 
 All take x: float32 [B, 1, 28, 28] and return logits [B, 10].
 
@@ -8,6 +9,7 @@ All take x: float32 [B, 1, 28, 28] and return logits [B, 10].
 | lenet5      | LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling   | 61,706 |
 | vgg_small   | VGG-style CNN, 3x3 conv + BatchNorm + ReLU, widths 16-32-64 | 77,786 |
 | resnet18    | torchvision's ResNet-18, first conv taking 1 channel    | 11,175,370 |
+| vit_tiny    | ViT: 7x7 patches -> 2 ``nn.TransformerEncoderLayer`` (E = 64, 4 heads) -> head | 71,946 |
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from ._helpers import did_you_mean
 
-__all__ = ["LeNet300", "LeNet5", "VGGSmall", "resnet18", "MODELS", "build_model", "count_parameters"]
+__all__ = ["LeNet300", "LeNet5", "VGGSmall", "TinyViT", "resnet18", "MODELS", "build_model", "count_parameters"]
 
 
 class LeNet300(nn.Sequential):
@@ -74,6 +76,32 @@ class VGGSmall(nn.Sequential):
         self.widths = tuple(widths)
 
 
+class TinyViT(nn.Module):
+    """A small vision transformer: the image cut into 7x7 patches (a conv with stride 7: 16 tokens of E values),
+    plus a learned position per token, then ``depth`` ``nn.TransformerEncoderLayer`` (``heads`` heads, MLP 2E,
+    pre-norm, GELU), then the mean over tokens and a Linear head.
+
+    Its attention is torch's ``nn.MultiheadAttention``, which reads ``out_proj.weight`` without calling
+    ``out_proj``: the case ``prunelab.masks.READERS`` exists for.
+    """
+
+    def __init__(self, embed_dim: int = 64, depth: int = 2, heads: int = 4, num_classes: int = 10,
+                 in_channels: int = 1, image_size: int = 28, patch: int = 7):
+        super().__init__()
+        tokens = (image_size // patch) ** 2
+        self.patch = nn.Conv2d(in_channels, embed_dim, patch, stride=patch)       # -> [B, E, 4, 4]
+        self.position = nn.Parameter(torch.zeros(1, tokens, embed_dim))
+        layer = nn.TransformerEncoderLayer(embed_dim, heads, 2 * embed_dim, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2) + self.position        # [B, 16, E]
+        return self.head(self.norm(self.encoder(tokens)).mean(1))               # [B, classes]
+
+
 def resnet18(num_classes: int = 10) -> nn.Module:
     """torchvision's ResNet-18 (random init, no download) with its first conv taking 1 input channel."""
     from torchvision.models import resnet18 as tv_resnet18
@@ -88,6 +116,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet5": LeNet5,
     "vgg_small": VGGSmall,
     "resnet18": resnet18,
+    "vit_tiny": TinyViT,
 }
 
 

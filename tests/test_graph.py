@@ -131,3 +131,12 @@ def test_routes_stop_at_a_residual_add_and_at_the_models_output(model_name, laye
     gm = graph.trace(pl.build_model(model_name), "test")
     with pytest.raises(GraphError, match=match):
         graph.routes(gm, layer)
+
+
+def test_a_layer_inside_a_module_fx_does_not_enter_is_named_with_the_way_out():
+    model = pl.build_model("vit_tiny")
+    gm = graph.trace(model, "test")
+    with pytest.raises(graph.GraphError, match=r"'encoder\.layers\.0\.linear1' runs inside 'encoder' \(a "
+                                               r"TransformerEncoder\).*granularity='weight'"):
+        graph.layer_node(gm, "encoder.layers.0.linear1")
+    assert graph.layer_node(gm, "head").target == "head"

@@ -206,28 +206,12 @@ def test_load_effective_state_dict_checks_masks_keys_and_shapes_before_copying(l
         assert same(kept, snapshot(target))
 
 
-class TinyViT(nn.Module):
-    """Patches -> 2 encoder layers -> mean -> head: MultiheadAttention reads out_proj.weight without calling
-    out_proj, and the encoder layer's inference fast path reads every weight without calling its Linears."""
-
-    def __init__(self):
-        super().__init__()
-        self.patch = nn.Conv2d(1, 16, 7, stride=7)
-        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.head(self.encoder(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
-
-
 def test_a_pruned_transformer_trains_and_its_masked_entries_stay_zero():
-    torch.manual_seed(0)
-    model = TinyViT()
+    model = pl.build_model("vit_tiny")       # MultiheadAttention reads out_proj.weight without calling out_proj
     train_set = pl.load_fashion_mnist("train").subset(256)
     test_set = pl.load_fashion_mnist("test").subset(128)
     pl.prune(model, 0.5)
-    M.set_masks(model, {"encoder.layers.0.self_attn.in_proj_weight": torch.rand(48, 16) > 0.5})
+    M.set_masks(model, {"encoder.layers.0.self_attn.in_proj_weight": torch.rand(192, 64) > 0.5})
     assert "encoder.layers.1.self_attn.out_proj.weight" in M.get_masks(model)
     pl.train(model, train_set, epochs=2, batch_size=64, progress=False, device="cpu")   # no stale weight
     for name, mask in M.get_masks(model).items():

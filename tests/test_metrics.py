@@ -273,3 +273,19 @@ def test_macs_and_latency_take_the_input_shape_from_the_data():
         pl.metrics.measure_latency(model, repeats=2)
     with pytest.raises(ValueError, match=r"cannot run on an input of shape \(1, 1, 28, 28\).*data=its images"):
         pl.metrics.count_macs(model)
+
+
+def test_macs_count_attention_its_projections_and_products():
+    model = pl.build_model("vit_tiny")
+    L, E = 16, 64                                    # 16 tokens of 7x7 patches, embedding 64
+    macs = pl.metrics.count_macs(model)
+    attn = "encoder.layers.0.self_attn"
+    assert macs.layers[f"{attn}.in_proj"].dense == 3 * L * E * E
+    assert macs.layers[f"{attn}.attention"].dense == 2 * L * L * E    # Q Kᵀ and the weighted sum of V
+    assert macs.layers[f"{attn}.out_proj"].dense == L * E * E
+    assert macs.layers["encoder.layers.1.linear1"].dense == L * E * 2 * E
+    pl.prune(model, 0.5, layers=[f"{attn}.out_proj"])
+    pl.masks.set_masks(model, {f"{attn}.in_proj_weight": torch.arange(3 * E * E).view(3 * E, E) % 4 != 0})
+    pruned = pl.metrics.count_macs(model)
+    assert pruned.layers[f"{attn}.out_proj"].effective == L * E * E // 2
+    assert pruned.layers[f"{attn}.in_proj"].effective == 3 * L * E * E * 3 // 4

@@ -14,7 +14,7 @@ def test_every_model_maps_a_batch_of_images_to_ten_logits(name):
 
 
 @pytest.mark.parametrize("name, params", [("lenet300", 266_610), ("lenet5", 61_706), ("vgg_small", 77_786),
-                                          ("resnet18", 11_175_370)])
+                                          ("resnet18", 11_175_370), ("vit_tiny", 71_946)])
 def test_parameter_counts_are_the_documented_ones(name, params):
     assert pl.count_parameters(pl.build_model(name)) == params
     assert f"{params:,}" in pl.models.__doc__
