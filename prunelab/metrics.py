@@ -137,7 +137,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
     L tokens for a Linear on [B, L, in]): dense = P * numel(W), effective = P * nonzero(W). So Conv2d dense =
     H_out * W_out * C_out * (C_in / groups) * kH * kW and Linear dense = in * out. A MultiheadAttention with
     embedding E, L queries and S keys counts three entries: ``<name>.in_proj`` (W_q on L tokens, W_k and W_v
-    on S), ``<name>.attention`` (Q Kᵀ and the weighted sum of V: 2 · L · S · E, no weights to prune) and
+    on S), ``<name>.attention`` (Q Kᵀ and the weighted sum of V: 2 · L · S · E; effective: of the heads whose
+    columns of W_o are not all zero, 2 · L · S · d each) and
     ``<name>.out_proj`` (L tokens). ``input_shape`` includes a batch dimension; the answer is
     per image whatever the batch. By default it is that of ``data``'s images (``ImageSet.input_shape``), else
     Fashion-MNIST's (1, 1, 28, 28). The model is left as it was (no hooks, same mode, no gradients, BN untouched).
@@ -171,7 +172,8 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
             counts[f"{name}.in_proj"] = LayerMACs(L * W_q.numel() + S * (W_k.numel() + W_v.numel()),
                                                   L * int(W_q.count_nonzero())
                                                   + S * int(W_k.count_nonzero() + W_v.count_nonzero()))
-            counts[f"{name}.attention"] = LayerMACs(2 * L * S * E, 2 * L * S * E)
+            heads_alive = int((W_o != 0).any(0).view(mha.num_heads, mha.head_dim).any(1).sum())
+            counts[f"{name}.attention"] = LayerMACs(2 * L * S * E, 2 * L * S * mha.head_dim * heads_alive)
             counts[f"{name}.out_proj"] = LayerMACs(L * W_o.numel(), L * int(W_o.count_nonzero()))
         return count
 

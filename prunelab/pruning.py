@@ -5,7 +5,10 @@ Granularity:
 - ``"n:m"``: in every group of m consecutive weights along a row of W.flatten(1), keep the n largest scores
   (layers whose rows do not split into groups of m are skipped unless named, then refused);
 - ``"neuron"`` / ``"channel"``: whole units (rows of a Linear's W, filters of a Conv2d's W), scored per unit;
-  a removed unit's bias and the following BatchNorm's weight and bias are masked too, so its output is 0.
+  a removed unit's bias and the following BatchNorm's weight and bias are masked too, so its output is 0;
+- ``"head"``: whole attention heads of ``nn.MultiheadAttention``: head h owns rows h·d … (h+1)·d − 1 of W_q, W_k
+  and W_v (d = E / H) and the same columns of W_o; masking all of them (and the q, k, v biases) makes the
+  head add exactly 0 to the output. Scored by the L1 norm of those weights.
 Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict) or ``"global"``
 (one threshold over all layers' scores together).
 
@@ -31,10 +34,10 @@ from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
-           "nm_masks", "unit_layers", "expand_units", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
+           "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores", "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
-Granularity = Literal["weight", "n:m", "neuron", "channel"]
+Granularity = Literal["weight", "n:m", "neuron", "channel", "head"]
 Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random",
                     "mean_activation", "max_activation", "apoz", "loss_change"]
 Scope = Literal["layer", "global"]
@@ -179,6 +182,62 @@ def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor])
     return out
 
 
+def attention_layers(model: nn.Module, layers: list[str] | None = None) -> dict[str, nn.MultiheadAttention]:
+    """The ``nn.MultiheadAttention`` modules to prune by head: ``layers`` by name, or all of them."""
+    available = {name: m for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+    if not available:
+        raise ValueError(f"{type(model).__name__} has no nn.MultiheadAttention, so no heads to prune; use "
+                         "granularity='weight' or 'neuron' for its Linear layers.")
+    names = list(available) if layers is None else list(layers)
+    for name in names:
+        if name not in available:
+            raise ValueError(f"{name!r} is not an nn.MultiheadAttention of {type(model).__name__}."
+                             f"{did_you_mean(name, available)} Its attention modules: {', '.join(available)}.")
+        if not available[name]._qkv_same_embed_dim:
+            raise ValueError(f"{name!r} has separate q/k/v projections (kdim or vdim differ from embed_dim); "
+                             "head pruning supports the packed in_proj_weight.")
+    return {name: available[name] for name in names}
+
+
+def _head_parameters(model: nn.Module, name: str) -> dict[str, tuple[Tensor, int]]:
+    """``{param_name: (original tensor, dim along which its slices belong to heads)}`` of one attention."""
+    out = {f"{name}.in_proj_weight": 0, f"{name}.out_proj.weight": 1}
+    if model.get_submodule(name).in_proj_bias is not None or hasattr(model.get_submodule(name), "in_proj_bias_orig"):
+        out[f"{name}.in_proj_bias"] = 0
+    return {p: (M.original(model, p), dim) for p, dim in out.items()}
+
+
+def _head_of_index(mha: nn.MultiheadAttention, length: int) -> Tensor:
+    """For each of ``length`` rows of in_proj (3E) or columns of out_proj (E): the head it belongs to."""
+    return (torch.arange(length) % mha.embed_dim) // mha.head_dim
+
+
+def head_scores(model: nn.Module, layers: dict[str, nn.MultiheadAttention]) -> dict[str, Tensor]:
+    """Per-head scores ``{attention: [H]}``: the L1 norm of the head's rows of W_q, W_k, W_v and columns of W_o."""
+    out = {}
+    for name, mha in layers.items():
+        score = torch.zeros(mha.num_heads, dtype=torch.float64)
+        for param, (W, dim) in _head_parameters(model, name).items():
+            if param.endswith("bias"):
+                continue
+            per_index = W.detach().abs().sum(1 - dim).double().cpu()       # [3E] rows or [E] columns
+            score.index_add_(0, _head_of_index(mha, len(per_index)), per_index)
+        out[name] = score.float()
+    return out
+
+
+def head_masks_to_parameters(model: nn.Module, head_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Per-head keep-masks ``{attention: [H]}`` as parameter masks: the head's rows of in_proj_weight (q, k and
+    v) and of in_proj_bias, and its columns of out_proj.weight."""
+    out = {}
+    for name, keep in head_masks.items():
+        mha = model.get_submodule(name)
+        for param, (W, dim) in _head_parameters(model, name).items():
+            per_index = keep.cpu()[_head_of_index(mha, W.shape[dim])].to(W.device)
+            out[param] = (per_index.view(-1, 1) if dim == 0 and W.dim() == 2 else per_index).expand(W.shape).clone()
+    return out
+
+
 def quality_masks(model: nn.Module, quality: float | Mapping[str, float],
                   layers: list[str] | None = None) -> dict[str, Tensor]:
     """Han et al.'s masks: M = |W| > q · σ(W) per layer, with one q or ``{layer: q}``."""
@@ -206,36 +265,43 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria. Every argument is checked before
     the model is touched.
     """
-    _check_choice(granularity, ("weight", "n:m", "neuron", "channel"), "granularity")
+    _check_choice(granularity, ("weight", "n:m", "neuron", "channel", "head"), "granularity")
     _check_choice(scope, ("layer", "global"), "scope")
     if granularity != "n:m":
         for s in (sparsity.values() if isinstance(sparsity, Mapping) else [sparsity]):
             check_sparsity(s)
     if isinstance(sparsity, Mapping) and layers is None:
         layers = list(sparsity)
-    units = granularity in ("neuron", "channel")
-    chosen = select_layers(model, layers, units=units)
+    units, heads = granularity in ("neuron", "channel"), granularity == "head"
+    if heads:
+        _check_choice(criterion, ("magnitude", "l1"), "criterion for heads")
+        chosen = attention_layers(model, layers)
+    else:
+        chosen = select_layers(model, layers, units=units)
     if units:
         chosen = unit_layers(model, chosen, granularity, explicit=layers is not None)
     elif granularity == "n:m" and layers is None:  # by default, skip layers whose rows do not split into M
         chosen = {name: layer for name, layer in chosen.items() if layer.weight[0].numel() % m == 0}
 
-    # 1. scores: per unit [u] or per weight (shaped like W); what is masked now sinks with keep_pruned
-    if units:
+    # 1. scores: per head [H], per unit [u] or per weight (shaped like W); what is masked now sinks with keep_pruned
+    if heads:
+        scores = head_scores(model, chosen)
+    elif units:
         scores = unit_scores(model, chosen, criterion, data, seed)
     else:
         scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed)
-    alive = _alive(model, scores, units=units) if keep_pruned else {}
+    alive = _alive(model, scores, granularity) if keep_pruned else {}
     scores = _sink_masked(scores, alive)
     # 2. keep-masks from the scores
     keep = nm_masks(scores, n, m) if granularity == "n:m" else layer_masks_for_sparsity(scores, sparsity, scope)
     keep = _keep_pruned(keep, alive)
-    if units:
+    if units or heads:
         for name, k in keep.items():
             if not k.any():
-                raise ValueError(f"This would remove every unit of {name!r}; choose a lower sparsity.")
+                raise ValueError(f"This would remove every {'head' if heads else 'unit'} of {name!r}; choose a "
+                                 "lower sparsity.")
     # 3. parameter masks; this call defines the whole masking state: earlier masks it does not set go back to ones
-    param_masks = (unit_masks_to_parameters(model, keep) if units
+    param_masks = (head_masks_to_parameters(model, keep) if heads else unit_masks_to_parameters(model, keep) if units
                    else {f"{name}.weight": k for name, k in keep.items()})
     full = {name: torch.ones_like(mask) for name, mask in M.get_masks(model).items()}
     full.update(param_masks)
@@ -266,9 +332,14 @@ def unit_layers(model: nn.Module, chosen: dict[str, nn.Module], granularity: str
     return kept
 
 
-def _alive(model: nn.Module, names, *, units: bool) -> dict[str, Tensor]:
-    """What is unmasked now, per layer: entries of W (or units, when ``units``); layers without a mask omitted."""
+def _alive(model: nn.Module, names, granularity: str) -> dict[str, Tensor]:
+    """What is unmasked now, per layer: entries of W, units (rows) or heads (columns of W_o); layers without a
+    mask omitted."""
     current = M.get_masks(model)
+    if granularity == "head":
+        return {name: current[f"{name}.out_proj.weight"].any(0).view(-1, model.get_submodule(name).head_dim).any(1)
+                for name in names if f"{name}.out_proj.weight" in current}
+    units = granularity in ("neuron", "channel")
     return {name: current[f"{name}.weight"].flatten(1).any(1) if units else current[f"{name}.weight"]
             for name in names if f"{name}.weight" in current}
 

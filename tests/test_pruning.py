@@ -254,3 +254,45 @@ def test_expand_units_repeats_each_units_flag_over_its_row_or_filter():
     keep = torch.tensor([True, False, True])
     assert expand_units(keep, (3, 2, 1, 1))[:, :, 0, 0].tolist() == [[True, True], [False, False], [True, True]]
     assert torch.equal(expand_units(keep, (3,)), keep)
+
+
+def test_head_pruning_removes_whole_heads_exactly():
+    model = pl.build_model("vit_tiny").eval()
+    attn = "encoder.layers.0.self_attn"
+    masks = prune(model, 0.5, granularity="head", layers=[attn])
+    mha = model.get_submodule(attn)
+    H, d, E = mha.num_heads, mha.head_dim, mha.embed_dim
+    kept = masks[f"{attn}.out_proj.weight"].any(0).view(H, d).any(1)
+    assert int(kept.sum()) == H // 2 and set(masks) == {f"{attn}.in_proj_weight", f"{attn}.in_proj_bias",
+                                                        f"{attn}.out_proj.weight"}
+    # the same heads lose their rows of W_q, W_k and W_v
+    rows = masks[f"{attn}.in_proj_weight"].all(1).view(3, H, d)
+    assert (rows.all(2) == kept).all() and (~rows.any(2) == ~kept).all()
+    # scores: the L1 norm of each head's weights; the lowest go
+    W, W_o = M.original(model, f"{attn}.in_proj_weight"), M.original(model, f"{attn}.out_proj.weight")
+    norms = W.abs().sum(1).view(3, H, d).sum((0, 2)) + W_o.abs().sum(0).view(H, d).sum(1)
+    assert set(norms.argsort()[H // 2:].tolist()) == set(kept.nonzero().flatten().tolist())
+    # a removed head adds exactly nothing: attention computed by hand with those heads' outputs dropped
+    q = torch.randn(2, 16, E)
+    B, L = q.shape[:2]
+    Q, K, V = (q @ W[i * E:(i + 1) * E].T + mha.in_proj_bias_orig[i * E:(i + 1) * E] for i in range(3))
+    Q, K, V = (t.view(B, L, H, d).transpose(1, 2) for t in (Q, K, V))                     # [B, H, L, d]
+    heads = torch.softmax(Q @ K.transpose(-1, -2) / d ** 0.5, -1) @ V * kept.view(1, H, 1, 1)
+    expected = heads.transpose(1, 2).reshape(B, L, E) @ W_o.T + mha.out_proj.bias
+    assert torch.allclose(mha(q, q, q, need_weights=False)[0], expected, atol=1e-5)
+    macs = pl.metrics.count_macs(model).layers[f"{attn}.attention"]
+    assert macs.effective * 2 == macs.dense
+
+
+def test_head_pruning_needs_attention_and_says_what_is_wrong():
+    model = pl.build_model("vit_tiny")
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"'encoder\.layers\.0' is not an nn\.MultiheadAttention.*Did you mean"):
+        prune(model, 0.5, granularity="head", layers=["encoder.layers.0"])
+    with pytest.raises(ValueError, match="every head"):
+        prune(model, 0.9, granularity="head")
+    with pytest.raises(ValueError, match="criterion for heads must be one of 'magnitude', 'l1'"):
+        prune(model, 0.5, granularity="head", criterion="taylor")
+    assert same(snapshot(model), before, ordered=True)
+    with pytest.raises(ValueError, match="no nn.MultiheadAttention.*granularity='weight' or 'neuron'"):
+        prune(pl.build_model("lenet300"), 0.5, granularity="head")
