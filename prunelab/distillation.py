@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from . import masks as M
 from ._helpers import in_mode
 from .data import Data, ImageSet, as_image_set
-from .training import EpochLog, LossFn, default_device, model_device, train
+from .training import EpochLog, LossFn, model_device, train
 
 __all__ = ["check_temperature", "check_alpha", "soft_targets", "distillation_loss", "distill_loss_fn", "distill",
            "student_mlp"]
@@ -155,7 +155,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_data: Data, *, T: floa
         raise ValueError("distill builds its own loss_fn; to train on another loss call prunelab.train directly.")
     train_data = as_image_set(train_data, "distill", "prunelab.load_fashion_mnist('train')")
     _check_pair(student, teacher, train_data)
-    device = torch.device(device) if device is not None else default_device()
+    device = torch.device(device) if device is not None else model_device(student)
     if model_device(teacher) != device:
         teacher = M.copy_model(teacher).to(device)
     return train(student, train_data, epochs=epochs, lr=lr, seed=seed, batch_size=batch_size, device=device,

@@ -2,9 +2,9 @@
 
 ``train`` draws its batch order from a ``torch.Generator`` seeded with ``seed``; nothing touches torch's
 global random state. On the CPU, the same seed, data, torch version and thread count give bit-identical
-weights. The device is CUDA when present, else the CPU, unless ``device=`` or ``$PRUNELAB_DEVICE`` says
-otherwise (the notebooks' asserted figures come from the CPU: ``PRUNELAB_DEVICE=cpu`` reproduces them on a
-machine with a GPU).
+weights. Training runs where the model is: it stays on the device the user put it on unless ``device=`` asks
+for another (``default_device()`` picks CUDA when present, or what ``$PRUNELAB_DEVICE`` says, for those who
+want it: ``model.to(prunelab.default_device())``). The notebooks' asserted figures come from the CPU.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def train(
     - ``loss_fn(logits, y, x)``: the loss to minimise; cross-entropy by default.
     - ``after_step(model)``: called after every optimiser step (e.g. to re-apply pruning masks).
     - ``test_data``: if given, test accuracy is evaluated after each epoch.
-    - ``device``: defaults to CUDA when present, else the CPU; the model is moved there.
+    - ``device``: where to train; the model is moved there. Default: where the model already is.
     """
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -145,7 +145,7 @@ def train(
     if test_data is not None:
         test_data = as_image_set(test_data, "train's test_data")
 
-    device = torch.device(device) if device is not None else default_device()
+    device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
     if optimizer is None:
         # fused: one kernel for all parameters, about 18% faster per LeNet-300-100 step on a 2-core CPU

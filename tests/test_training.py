@@ -132,3 +132,10 @@ def test_prunelab_device_overrides_the_default(monkeypatch):
         monkeypatch.setenv("PRUNELAB_DEVICE", "cuda")
         with pytest.raises(ValueError, match="no CUDA device"):
             pl.default_device()
+
+
+def test_training_stays_on_the_device_the_model_is_on(small_train, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # even where CUDA would be there
+    model = pl.build_model("lenet300")
+    pl.train(model, small_train.subset(64), epochs=1, progress=False)
+    assert all(p.device.type == "cpu" for p in model.parameters())
