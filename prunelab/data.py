@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from torch import Tensor
 
 __all__ = [
     "CLASSES", "MEAN", "STD", "VALIDATION_PER_CLASS", "DataFileError", "ImageSet", "as_image_set", "channel_stats",
-    "data_root", "load_fashion_mnist", "validation_indices",
+    "data_root", "load_fashion_mnist", "validation_indices", "SHAPES", "make_shapes",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -372,3 +373,51 @@ def load_fashion_mnist(split: Split = "train", root: str | Path | None = None) -
             images, labels = images[keep], labels[keep]
         _cache[key] = ImageSet(images, labels, tuple(ds.classes), split)
     return _cache[key]
+
+
+SHAPES = ("disc", "square", "ring", "cross", "triangle", "bar")
+
+
+def make_shapes(n: int, *, seed: int = 0, size: int = 32, noise: float = 0.1, name: str = "",
+                mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> ImageSet:
+    """A data set that is not the kit's, generated offline: ``n`` colour images uint8 [n, 3, size, size] of one
+    of six ``SHAPES`` (the label), at a random position, size, angle and colour on a plain background, plus
+    uniform noise of standard deviation ``noise`` (in [0, 1] units). Classes are balanced; the same ``n`` and
+    ``seed`` give the same images on every CPU (geometry in float64, noise in integers: no kernel-dependent
+    rounding reaches a pixel).
+
+    ``mean``/``std``: the normalisation (per channel); default: this set's own ``channel_stats``. For splits,
+    give the validation and test sets the training set's: ``make_shapes(..., mean=train.mean, std=train.std)``.
+    """
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive number of images, got {n!r}.")
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.arange(n) % len(SHAPES))[torch.randperm(n, generator=g)]
+    f64 = {"dtype": torch.float64}
+    R = torch.empty(n, 1, 1, **f64).uniform_(0.18 * size, 0.32 * size, generator=g)     # radius [n, 1, 1]
+    cx, cy = torch.empty(2, n, 1, 1, **f64).uniform_(0.35 * size, 0.65 * size, generator=g)
+    angle = torch.empty(n, 1, 1, **f64).uniform_(0, math.pi, generator=g)
+    grid = torch.arange(size, **f64) + 0.5
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")                               # [size, size]
+    dx, dy = xx - cx, yy - cy                                                        # [n, size, size]
+    u, v = angle.cos() * dx + angle.sin() * dy, -angle.sin() * dx + angle.cos() * dy  # rotated coordinates
+    d = (dx ** 2 + dy ** 2).sqrt()
+    masks = torch.stack([
+        d <= R,                                                                      # disc
+        (u.abs() <= 0.8 * R) & (v.abs() <= 0.8 * R),                                 # square
+        (d <= R) & (d >= 0.6 * R),                                                   # ring
+        ((u.abs() <= 0.25 * R) & (v.abs() <= R)) | ((v.abs() <= 0.25 * R) & (u.abs() <= R)),   # cross
+        (v >= -0.5 * R) & (u.abs() <= 0.6 * (0.9 * R - v)),                          # triangle
+        (u.abs() <= R) & (v.abs() <= 0.25 * R),                                      # bar
+    ], 1)                                                                            # [n, 6, size, size]
+    shape = masks[torch.arange(n), labels].unsqueeze(1).double()                     # [n, 1, size, size]
+    background = torch.rand(n, 3, 1, 1, generator=g, **f64) * 0.35
+    colour = background + 0.35 + 0.3 * torch.rand(n, 3, 1, 1, generator=g, **f64)    # always brighter
+    clean = ((background + (colour - background) * shape) * 255).round().to(torch.int16)
+    k = round(noise * 255 * math.sqrt(3))                       # uniform on [-k, k]: standard deviation ≈ noise
+    jitter = torch.randint(-k, k + 1, (n, 3, size, size), generator=g, dtype=torch.int16)
+    images = (clean + jitter).clamp(0, 255).to(torch.uint8)
+    if mean is None or std is None:
+        mean, std = channel_stats(images)
+    return ImageSet(images, labels, SHAPES, name, mean=mean, std=std)
+

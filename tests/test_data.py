@@ -10,6 +10,9 @@ from prunelab.data import MEAN, STD, DataFileError
 from conftest import REPO
 
 
+SHAPES_DIGEST = "4459d83ddf83492679eca5001b00cd6d6ed4d88c24107b11e62badb9163c4b28"   # make_shapes(600, seed=0)
+
+
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -248,3 +251,24 @@ def test_train_evaluate_and_prune_take_a_loader_like_the_image_set(train_set, te
     masks_a = pl.prune(a, 0.5, criterion="taylor", data=check)
     masks_b = pl.prune(b, 0.5, criterion="taylor", data=(check.images.numpy(), check.labels.numpy()))
     assert all(torch.equal(masks_a[k], masks_b[k]) for k in masks_a)
+
+
+def test_generated_shapes_are_the_same_on_every_cpu_and_balanced():
+    data = pl.data.make_shapes(600, seed=0)
+    # the digest was taken on an AVX-512 machine; CI checks it on others (and .ci/run's AVX2 pass uses it)
+    assert hashlib.sha256(data.images.numpy().tobytes()).hexdigest() == SHAPES_DIGEST
+    assert data.images.shape == (600, 3, 32, 32) and data.classes == pl.data.SHAPES
+    assert data.labels.bincount().tolist() == [100] * 6
+    assert not torch.equal(pl.data.make_shapes(600, seed=1).images, data.images)
+    x = data.normalized()
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-4)      # its own statistics by default
+    test = pl.data.make_shapes(60, seed=9, mean=data.mean, std=data.std)
+    assert test.mean == data.mean and test.std == data.std
+
+
+def test_the_shapes_differ_by_class_where_a_learner_can_see_it():
+    data = pl.data.make_shapes(600, seed=0, noise=0.0)
+    bright = (data.images.float().mean(1) > data.images.float().mean((1, 2, 3))[:, None, None]).float()
+    area = bright.mean((1, 2))
+    by_class = {name: area[data.labels == c].mean().item() for c, name in enumerate(data.classes)}
+    assert by_class["bar"] < by_class["ring"] < by_class["disc"]   # thin < hollow < filled (same radius range)
