@@ -14,7 +14,8 @@ One concept per module, in four layers; a module imports only from its own layer
 - **pruning**: ``scores`` (importance from weights), ``data_criteria`` (from activations and the measured loss
   change), ``thresholds`` (v_thr and M = scores > v_thr), ``pruning`` (granularity and scope), ``schedules``
   (one-shot, iterative, gradual), ``resets`` (rewind, re-init), ``regularization`` (L1, group lasso),
-  ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units);
+  ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units),
+  ``export`` (files that plain PyTorch and ONNX Runtime load: masks committed, units shrunk);
 - **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
   ``lowrank`` (truncated SVD), ``distillation`` (teacher → student soft targets), ``compressed_file`` (the
   sparse, Huffman-coded file) and ``deep_compression`` (prune → share → Huffman, the one pipeline that uses
@@ -30,6 +31,7 @@ from . import (
                distillation,
                encoding,
                exercises,
+               export,
                graph,
                live_accuracy,
                lowrank,
@@ -96,6 +98,7 @@ __all__ = [
                "encoding",
                "evaluate",
                "exercises",
+               "export",
                "graph",
                "live_accuracy",
                "load_fashion_mnist",

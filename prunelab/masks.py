@@ -229,6 +229,9 @@ def commit(model: nn.Module) -> nn.Module:
 
     The same as ``torch.nn.utils.prune.remove`` on every masked parameter. After this, the originals are gone
     and training can revive zeros (there is no mask left to keep them at zero).
+    ``torch.jit.script`` needs committed masks: it cannot compile the masks' forward pre-hooks (``'CustomFromMask'
+    object has no attribute '__name__'``), so script ``commit(copy_model(model))`` (``prunelab.export`` does this
+    for files).
     """
     for name in masked_parameters(model):
         module, tensor_name = _split(model, name)

@@ -10,7 +10,7 @@ zero. Prunable layers are the ``nn.Linear`` and ``nn.Conv2d`` layers, keyed by q
 | parameters | ``parameter_counts``                               | scalars (total and nonzero)            |
 | compute    | ``count_macs``                                     | MACs per image; FLOPs = 2 x MACs       |
 | storage    | ``file_bytes``, ``size_report``                    | bytes of a ``torch.save`` file, gzipped or not |
-| speed      | ``measure_latency``                                | milliseconds of wall-clock time per batch |
+| speed      | ``measure_latency``, ``time_calls``                | milliseconds of wall-clock time per batch |
 
 Zeros only save compute and bytes when something skips them: ``count_macs``'s ``effective`` count and the
 ``"bitmask"`` / ``"csr"`` encodings do; a dense matrix product (``measure_latency``) does not.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
@@ -34,7 +35,8 @@ from .masks import effective, effective_state_dict, prunable_layers
 
 __all__ = ["Encoding", "ENCODINGS", "Count", "ParameterCounts", "LayerMACs", "MACCount", "FileSize", "LatencyResult",
            "sparsity", "layer_sparsity", "global_sparsity", "parameter_counts", "count_macs",
-           "encode_weights", "decode_weights", "file_bytes", "size_report", "measure_latency"]
+           "encode_weights", "decode_weights", "file_bytes", "size_report", "time_calls",
+           "measure_latency"]
 
 Encoding = Literal["dense", "bitmask", "csr"]
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
@@ -322,18 +324,41 @@ class LatencyResult:
         return self.batch_size / (self.median_ms / 1000)
 
 
+def _check_repeats(repeats: int, warmup: int) -> None:
+    if not (isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
+    if not (isinstance(warmup, int) and warmup >= 0):
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}.")
+
+
+def time_calls(run: Callable[[], object], batch_size: int, *, repeats: int = 20, warmup: int = 3) -> LatencyResult:
+    """Time ``run()``, one forward pass of a batch of ``batch_size``, with ``time.perf_counter``: ``warmup`` untimed
+    calls, then ``repeats`` timed ones, summarised as a ``LatencyResult`` (median, 90th percentile, minimum).
+
+    The statistics of every latency in the kit: ``measure_latency`` (PyTorch) and ``export.onnx_latency`` (ONNX
+    Runtime) both time through here. ``run`` must return only when its work is done (synchronise a GPU in it).
+    """
+    _check_repeats(repeats, warmup)
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    t = np.array(times)
+    return LatencyResult(float(np.median(t)), float(np.percentile(t, 90)), float(t.min()), repeats, batch_size,
+                         tuple(times))
+
+
 def measure_latency(model: nn.Module, x: Tensor | None = None, *, data: Data | None = None, repeats: int = 20,
                     warmup: int = 3) -> LatencyResult:
-    """Time ``model(x)`` with ``time.perf_counter``: ``warmup`` untimed runs, then ``repeats`` timed ones.
+    """Time ``model(x)`` with ``time_calls``: ``warmup`` untimed runs, then ``repeats`` timed ones.
 
     ``x`` defaults to the first 256 images of ``data`` (normalised), else a batch of 256 random images
     [256, 1, 28, 28] (fixed seed; the global random state is not touched). Runs on the model's device (the CPU
     in the kit) under ``torch.inference_mode`` in eval mode, and puts every submodule back in the mode it was in.
     """
-    if not (isinstance(repeats, int) and repeats >= 1):
-        raise ValueError(f"repeats must be a positive integer, got {repeats!r}.")
-    if not (isinstance(warmup, int) and warmup >= 0):
-        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}.")
+    _check_repeats(repeats, warmup)
     device, dtype = _device_and_dtype(model)
     if x is None and data is not None:
         x = as_image_set(data, "measure_latency").normalized(device)[:256].to(dtype)
@@ -348,19 +373,10 @@ def measure_latency(model: nn.Module, x: Tensor | None = None, *, data: Data | N
         raise ValueError(f"{type(model).__name__} cannot run on a batch of shape {list(x.shape)}: "
                          f"{str(e).splitlines()[0]} Pass x= a batch it takes, or data=its images.") from e
 
-    def sync() -> None:
+    def run() -> None:
+        model(x)
         if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
+            torch.cuda.synchronize(x.device)             # the work done, not only queued
 
-    times = []
     with in_mode(model, training=False), torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
-    t = np.array(times)
-    return LatencyResult(float(np.median(t)), float(np.percentile(t, 90)), float(t.min()), repeats,
-                         x.shape[0] if x.dim() else 1, tuple(times))
+        return time_calls(run, x.shape[0] if x.dim() else 1, repeats=repeats, warmup=warmup)
