@@ -164,7 +164,8 @@ def check_submission(submission: str | Path | nn.Module, *, budget_bytes: int, a
     """Check a submission file (or a model, saved densely to a temporary file) against the rules: at most
     ``budget_bytes`` bytes on disk and accuracy (fraction) at least ``accuracy_floor`` on ``data``: the
     Fashion-MNIST ``"test"`` split (default, the final score), ``"validation"`` (for choosing while you
-    build) or your own images with labels (an ImageSet, an ``(x, y)`` pair, ...: ``data.as_image_set``). Returns a ``ChallengeResult``; ``print`` it for the verdict."""
+    build) or your own images with labels (an ImageSet, an ``(x, y)`` pair, ...: ``data.as_image_set``). Returns
+    a ``ChallengeResult``; ``print`` it for the verdict."""
     if not (isinstance(budget_bytes, int) and budget_bytes > 0):
         raise ValueError(f"budget_bytes must be a positive integer number of bytes, got {budget_bytes!r}.")
     if not 0 <= accuracy_floor <= 1:

@@ -9,8 +9,9 @@ Granularity:
 - ``"head"``: whole attention heads of ``nn.MultiheadAttention``: head h owns rows h·d … (h+1)·d − 1 of W_q, W_k
   and W_v (d = E / H) and the same columns of W_o; masking all of them (and the q, k, v biases) makes the
   head add exactly 0 to the output. Scored by the L1 norm of those weights.
-Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict) or ``"global"``
-(one threshold over all layers' scores together).
+Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict), ``"global"``
+(one threshold over all layers' scores together) or ``"row"`` (each output row of W.flatten(1) its own comparison
+group, as Wanda prunes: ``prunelab.one_shot``).
 
 Scores are always computed from the original weights, so pruning again replaces the mask: never compounds.
 """
@@ -34,13 +35,14 @@ from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
-           "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores", "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
+           "keep_per_row", "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores",
+           "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
 Granularity = Literal["weight", "n:m", "neuron", "channel", "head"]
-Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random",
+Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random", "wanda",
                     "mean_activation", "max_activation", "apoz", "loss_change"]
-Scope = Literal["layer", "global"]
+Scope = Literal["layer", "global", "row"]
 _DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change")
 _UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
 
@@ -64,8 +66,13 @@ def unmasked(model: nn.Module):
 
 def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
                   data: Data | None = None, seed: int = 0) -> dict[str, Tensor]:
-    """Per-weight scores of each layer's original weights: ``{layer_name: scores shaped like W}``."""
-    _check_choice(criterion, ("magnitude", "gradient", "taylor", "random"), "criterion for weights")
+    """Per-weight scores of each layer's original weights: ``{layer_name: scores shaped like W}``. ``"wanda"``:
+    |W_ij| · ‖X_j‖₂ from the layer's inputs on ``data`` (Linear layers only; ``one_shot.wanda_scores``)."""
+    _check_choice(criterion, ("magnitude", "gradient", "taylor", "random", "wanda"), "criterion for weights")
+    if criterion == "wanda":
+        from .one_shot import wanda_scores  # here, not at the top: one_shot imports this module
+        with unmasked(model):  # the inputs each layer sees with the original weights
+            return wanda_scores(model, data, list(layers))
     W = {name: M.original(model, f"{name}.weight").detach() for name in layers}
     if criterion == "magnitude":
         return {name: magnitude(w) for name, w in W.items()}
@@ -123,9 +130,10 @@ def layer_masks_for_sparsity(scores: Mapping[str, Tensor], sparsity: float | Map
     removing exactly k = round(s · n) (ties broken by position; see ``thresholds.mask_for_sparsity``).
 
     ``scope="layer"``: each layer's own k-th value, with ``sparsity`` one number or ``{layer: s}`` (layers
-    not in the dict are left dense). ``scope="global"``: one v_thr over all scores together.
+    not in the dict are left dense). ``scope="global"``: one v_thr over all scores together. ``scope="row"``: as
+    ``"layer"``, but every row of ``scores.flatten(1)`` removes its own k = round(s · in) (``keep_per_row``).
     """
-    _check_choice(scope, ("layer", "global"), "scope")
+    _check_choice(scope, ("layer", "global", "row"), "scope")
     if scope == "global":
         if isinstance(sparsity, Mapping):
             raise ValueError("Global scope takes one sparsity for all layers; a per-layer dict needs scope='layer'.")
@@ -138,8 +146,20 @@ def layer_masks_for_sparsity(scores: Mapping[str, Tensor], sparsity: float | Map
         raise ValueError(f"Sparsity given for unknown layer(s) {sorted(unknown)}; layers: {', '.join(scores)}.")
     for name, s in per_layer.items():
         check_sparsity(s, f"sparsity of {name!r}")
+        if scope == "row" and scores[name].dim() < 2:
+            raise ValueError(f"scope='row' compares the weights of each output row, but the scores of {name!r} "
+                             f"are one per unit {list(scores[name].shape)}; use scope='layer' or 'global'.")
+    if scope == "row":
+        return {name: keep_per_row(s.flatten(1), round(per_layer[name] * s[0].numel())).view(s.shape)
+                if name in per_layer else torch.ones_like(s, dtype=torch.bool) for name, s in scores.items()}
     return {name: mask_for_sparsity(s, per_layer[name]) if name in per_layer
             else torch.ones_like(s, dtype=torch.bool) for name, s in scores.items()}
+
+
+def keep_per_row(scores: Tensor, k: int) -> Tensor:
+    """Keep-mask of ``scores`` [rows, cols] removing the k lowest scores of every row (ties broken by position)."""
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    return keep.scatter_(1, scores.argsort(dim=1, stable=True)[:, :k], False)
 
 
 def nm_masks(scores: Mapping[str, Tensor], n: int, m: int) -> dict[str, Tensor]:
@@ -251,7 +271,7 @@ def quality_masks(model: nn.Module, quality: float | Mapping[str, float],
 
 
 def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularity: Granularity = "weight",
-          criterion: Criterion = "magnitude", scope: Scope = "layer", layers: list[str] | None = None,
+          criterion: Criterion = "magnitude", scope: Scope | None = None, layers: list[str] | None = None,
           n: int = 2, m: int = 4, data: Data | None = None, seed: int = 0,
           keep_pruned: bool = False) -> dict[str, Tensor]:
     """Mask ``model`` in place and return the parameter masks ``{param_name: bool}``.
@@ -262,11 +282,13 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink.
     ``prunelab.masks.reset(model)`` restores the original weights exactly. ``data``: images with labels (an
     ImageSet, an ``(x, y)`` pair, a Dataset or a DataLoader: ``data.as_image_set``), needed by the
-    ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria. Every argument is checked before
-    the model is touched.
+    ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria; ``"wanda"`` (Linear layers only;
+    ``prunelab.one_shot``) takes that or a tensor the model takes. ``scope`` defaults to ``"row"`` for Wanda (each
+    output row removes its own fraction), else ``"layer"``. Every argument is checked before the model is touched.
     """
     _check_choice(granularity, ("weight", "n:m", "neuron", "channel", "head"), "granularity")
-    _check_choice(scope, ("layer", "global"), "scope")
+    scope = ("row" if criterion == "wanda" else "layer") if scope is None else scope
+    _check_choice(scope, ("layer", "global", "row"), "scope")
     if granularity != "n:m":
         for s in (sparsity.values() if isinstance(sparsity, Mapping) else [sparsity]):
             check_sparsity(s)
@@ -278,6 +300,9 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
         chosen = attention_layers(model, layers)
     else:
         chosen = select_layers(model, layers, units=units)
+    if criterion == "wanda" and not units:  # ‖X_j‖ of a Linear's inputs: Linear layers only, convs stay dense
+        from .one_shot import linear_layers
+        chosen = linear_layers(model, layers)
     if units:
         chosen = unit_layers(model, chosen, granularity, explicit=layers is not None)
     elif granularity == "n:m" and layers is None:  # by default, skip layers whose rows do not split into M

@@ -12,7 +12,7 @@ LAYERS = {
     "the kit": ["_helpers", "data", "models", "training", "checkpoints", "baselines", "masks", "graph", "metrics",
                 "live_accuracy", "encoding", "plots"],
     "pruning": ["scores", "data_criteria", "thresholds", "pruning", "schedules", "schedule_runs", "resets",
-                "regularization", "sensitivity", "shrink", "export"],
+                "regularization", "sensitivity", "shrink", "export", "one_shot"],
     "compression": ["quantization", "weight_sharing", "lowrank", "distillation", "compressed_file"],
     "teaching": ["exercises", "challenge", "explorers"],
 }

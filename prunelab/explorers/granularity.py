@@ -328,7 +328,7 @@ class GranularityExplorer(Explorer):
         dense = measure_latency(self.dense, self._latency_x, repeats=self.latency_repeats)
         fast = measure_latency(small, self._latency_x, repeats=self.latency_repeats)
         return ShrinkLatency(dense, fast, parameter_counts(self.dense).total, parameter_counts(small).total,
-                             count_macs(self.dense).dense, count_macs(small).dense)
+                             count_macs(self.dense, data=self.data).dense, count_macs(small, data=self.data).dense)
 
     # ------------------------------------------------------------------ drawing
     def _build_figure(self) -> None:
