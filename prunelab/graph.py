@@ -12,29 +12,33 @@ What the rest of prunelab asks of that graph is here, once:
 - ``following_batchnorm``: ``{conv: bn}`` for each Conv2d whose output only a BatchNorm2d reads;
 - ``routes``: every way from a layer's output to the Conv2d/Linear layers that read its units, through
   BatchNorm, activations, pooling and Flatten; a residual ``add`` or the model's output stops it;
+- ``channel_groups``: the channels that must go together (``ChannelGroup``): the outputs of every layer that
+  meets at a residual ``add`` or passes through a depthwise conv, found by union-find over the graph's values;
 - ``activation_node`` / ``sole_linear_reader``: where a layer's units have their value (after BatchNorm and
   the activation) and the Linear that alone reads them;
 - ``input_and_output`` / ``frontier`` / ``subgraph``: cut the graph and run a part of it, e.g. everything after a
   layer's activations with those activations changed.
 
-``shrink`` slices along the routes, ``data_criteria`` runs the parts around a layer's activations, ``pruning`` masks the
+``shrink`` slices along the groups, ``data_criteria`` runs the parts around a layer's activations, ``pruning`` masks the
 BatchNorm that follows a conv. Own models (and, later, transformers) extend this module.
 """
 
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-__all__ = ["GraphError", "Route", "trace", "layer_node", "layer_nodes", "units", "ELEMENTWISE_MODULES",
-           "ELEMENTWISE_FUNCTIONS", "ELEMENTWISE_METHODS", "elementwise_op", "is_elementwise", "sole_user",
-           "following_batchnorm", "routes", "activation_node", "sole_linear_reader", "frontier", "subgraph",
-           "input_and_output"]
+__all__ = ["GraphError", "Route", "Reader", "ChannelGroup", "trace", "layer_node", "layer_nodes", "units",
+           "ELEMENTWISE_MODULES", "ELEMENTWISE_FUNCTIONS", "ELEMENTWISE_METHODS", "elementwise_op", "is_elementwise",
+           "sole_user", "following_batchnorm", "routes", "channel_groups", "activation_node", "sole_linear_reader",
+           "frontier", "subgraph", "input_and_output"]
 
 # Operations that act on each unit alone. Each can be applied to a tensor of unit values [n]: shrink feeds it
 # the constant a dead unit outputs (ReLU(-3) = 0, Sigmoid(0) = 0.5).
@@ -48,6 +52,7 @@ _SPATIAL = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool
 _IDENTITY = (nn.Dropout, nn.Identity)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _ADD_METHODS = ("add", "add_")
+_SHAPE_METHODS = ("size", "dim")                                                   # read the shape, not the values
 
 
 class GraphError(ValueError):
@@ -198,41 +203,233 @@ def _is_add(node: fx.Node) -> bool:
             or node.op == "call_method" and node.target in _ADD_METHODS)
 
 
+def _where(node: fx.Node) -> str:
+    """``call_function 'mul' (node 'mul')``: a node as the messages name it."""
+    return f"{node.op} {getattr(node.target, '__name__', node.target)!r} (node {node.name!r})"
+
+
+def _is_cat(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in (torch.cat, torch.concat)
+
+
+def _is_shape(node: fx.Node) -> bool:
+    """True for ``x.size()``, ``x.dim()``, ``x.shape``: they read a tensor's shape, not its channels."""
+    return (node.op == "call_method" and node.target in _SHAPE_METHODS
+            or node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "ndim"))
+
+
+def _grouped(name: str, m: nn.Conv2d) -> str:
+    return (f"{name!r} is a grouped convolution (groups={m.groups}, {m.in_channels} -> {m.out_channels} channels), "
+            "whose groups would all have to lose the same number of channels: not supported yet")
+
+
+def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
+    """What ``user`` does with the channels of a tensor it reads (features of [B, F] when ``flat``, else the C of
+    [B, C, H, W]): one of
+
+    'output' (the model returns them), 'add' (a sum ties them to its other inputs), 'read' (a Conv2d or Linear
+    reads them: a consumer), 'depthwise' (a conv whose filter c reads channel c alone: channel c in is channel c
+    out), 'batchnorm', 'elementwise' (an activation), 'pass' (pooling, Dropout, Identity: channel by channel),
+    'flatten' (channel c becomes S consecutive features), 'shape' (reads only the shape);
+    GraphError (a clause about the layer, as everywhere here) for anything else.
+    """
+    m = gm.get_submodule(user.target) if user.op == "call_module" else None
+    if user.op == "output":
+        return "output"
+    if _is_add(user):
+        return "add"
+    if isinstance(m, nn.Conv2d):
+        if flat:
+            raise GraphError(f"{user.target!r} reads it as a flattened vector")
+        if m.groups == 1:
+            return "read"
+        if m.groups == m.in_channels == m.out_channels:
+            return "depthwise"
+        raise GraphError(_grouped(user.target, m))
+    if isinstance(m, nn.Linear):
+        if not flat:
+            raise GraphError(f"Linear {user.target!r} is applied to its last (width) dimension, not channels")
+        return "read"
+    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(m, nn.BatchNorm2d) == flat:
+            raise GraphError(f"{type(m).__name__} {user.target!r} does not normalise its units one by one")
+        return "batchnorm"
+    if is_elementwise(gm, user):
+        return "elementwise"
+    if isinstance(m, _IDENTITY) or (isinstance(m, _SPATIAL) and not flat):   # pooling keeps channels
+        return "pass"
+    if _is_flatten(gm, user):
+        return "flatten"
+    if _is_shape(user):
+        return "shape"
+    if _is_cat(user):
+        raise GraphError(f"it is concatenated with other tensors by node {user.name!r} (torch.cat), so its channels "
+                         "would sit at an offset among others: not supported yet")
+    raise GraphError(f"its output cannot be followed through {_where(user)}")
+
+
 def _walk(gm: fx.GraphModule, node: fx.Node, n: int, flat: bool, chain: tuple, found: list[Route]) -> None:
     """Follow the tensor made by ``node`` (n units, as channels of a map or features when ``flat``) to
     every layer that reads it, appending one ``Route`` per reader; raise GraphError where it can't go."""
     for user in node.users:
-        m = gm.get_submodule(user.target) if user.op == "call_module" else None
-        where = f"{user.op} {getattr(user.target, '__name__', user.target)!r}"
-        if user.op == "output":
+        step = _follow(gm, user, flat)
+        if step == "output":
             raise GraphError("its outputs are outputs of the model (the classes of the classifier); they "
                              "cannot be removed")
-        if _is_add(user):
+        if step == "add":
             others = ", ".join(repr(a.target if a.op == "call_module" else a.name)
                                for a in user.args if isinstance(a, fx.Node) and a is not node)
             raise GraphError(f"its output channels are tied by a residual connection: they reach the `add` node "
                              f"{user.name!r} together with {others}, so removing one channel would need the same "
-                             "channel removed from every layer that feeds that sum (the whole stage)")
-        if isinstance(m, (nn.Conv2d, nn.Linear)):                       # a reader: the route ends here
-            if isinstance(m, nn.Conv2d) and (flat or m.groups != 1):
-                raise GraphError(f"{user.target!r} reads it as a {'flattened vector' if flat else 'grouped conv'}")
-            if isinstance(m, nn.Linear) and not flat:
-                raise GraphError(f"Linear {user.target!r} is applied to its last (width) dimension, not channels")
+                             "channel removed from every layer that feeds that sum (the whole stage; "
+                             "see channel_groups)")
+        if step == "depthwise":
+            raise GraphError(f"its output channels are tied to those of the depthwise conv {user.target!r} "
+                             "(see channel_groups)")
+        m = gm.get_submodule(user.target) if user.op == "call_module" else None
+        if step == "read":                                              # a reader: the route ends here
             found.append(Route(user.target, flat, chain))
-            continue
-        op = elementwise_op(gm, user)
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):             # per unit: sliced with it, go on
-            if isinstance(m, nn.BatchNorm2d) == flat or m.num_features != n:
+        elif step == "batchnorm":                                       # per unit: sliced with it, go on
+            if m.num_features != n:
                 raise GraphError(f"{type(m).__name__} {user.target!r} does not normalise its {n} units one by one")
             _walk(gm, user, n, flat, chain + ((user.target, m),), found)
-        elif op is not None:
-            _walk(gm, user, n, flat, chain + ((None, op),), found)
-        elif isinstance(m, _IDENTITY) or (isinstance(m, _SPATIAL) and not flat):   # pooling keeps channels
-            _walk(gm, user, n, flat, chain, found)
-        elif _is_flatten(gm, user):                                 # channel c -> S consecutive features
-            _walk(gm, user, n, True, chain, found)
-        else:
-            raise GraphError(f"its output cannot be followed through {where} (node {user.name!r})")
+        elif step == "elementwise":
+            _walk(gm, user, n, flat, chain + ((None, elementwise_op(gm, user)),), found)
+        elif step in ("pass", "flatten"):                               # Flatten: channel c -> S features
+            _walk(gm, user, n, flat or step == "flatten", chain, found)
+
+
+# ---------------------------------------------------------------------- channel groups
+
+class Reader(NamedTuple):
+    """A Conv2d or Linear that reads a group's channels: its input columns are removed with them.
+    flat: the channels arrive as features, each as S = in_features / n consecutive ones (S = 1 after a Linear)."""
+    name: str
+    flat: bool
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must keep the same indices everywhere: removing channel c removes it from every layer here.
+
+    channels: n, how many there are;
+    producers: the Conv2d/Linear layers that write them (filter or row c of W goes), in graph order; a depthwise
+        conv is one too (its filter c reads channel c and writes channel c);
+    batchnorms: the BatchNorms that normalise them (gamma, beta, running mean and var [c] go);
+    consumers: the Conv2d/Linear layers that read them (input channel or features of c go);
+    blocked: None when the group can be removed from, else why not: a clause ("its channels reach the model's
+        output ...", "it is concatenated ...") that follows "Cannot shrink 'layer': ".
+    """
+    channels: int
+    producers: tuple[str, ...]
+    batchnorms: tuple[str, ...]
+    consumers: tuple[Reader, ...]
+    blocked: str | None = None
+
+
+def channel_groups(model: nn.Module) -> list[ChannelGroup]:
+    """Every group of channels of ``model`` that has a producer, ordered by its first producer in the graph.
+
+    Each value of the traced graph (a node) is a channel space. Union-find ties two spaces when a channel of one
+    is the same channel of the other: BatchNorm, activations, pooling, Flatten and a depthwise conv pass channel
+    c on as channel c, and a residual ``add`` makes channel c of its inputs and its output one channel. A
+    Conv2d/Linear (not depthwise) starts a new space with its outputs. Each group is one space's layers; it is
+    blocked when the space reaches the model's input or output, or an operation the graph cannot follow
+    (``torch.cat``, a product, a grouped conv, ...). A layer that forward calls twice blocks both its spaces.
+    ``model`` may be one already traced (``trace``).
+    """
+    gm = model if isinstance(model, fx.GraphModule) else trace(model, "channel_groups")
+    parent: dict[fx.Node, fx.Node] = {}
+
+    def find(v: fx.Node) -> fx.Node:                      # the representative of v's space
+        while parent[v] is not v:
+            parent[v] = parent[parent[v]]                 # path halving keeps the trees flat
+            v = parent[v]
+        return v
+
+    def tie(a: fx.Node, b: fx.Node) -> None:
+        parent[find(a)] = find(b)
+
+    flat: dict[fx.Node, bool] = {}            # the node's channels are features [B, F] rather than maps [B, C, H, W]
+    flattened: set[fx.Node] = set()           # ... features made by flattening a map: S per channel
+    facts: list[tuple[fx.Node, str, object]] = []        # (a node of the space, kind, layer name / Reader / clause)
+    calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
+    for node in gm.graph.nodes:
+        parent[node] = node
+        inputs = node.all_input_nodes
+        x = inputs[0] if inputs else None                                   # the tensor it reads first
+        flat[node] = flat.get(x, False)
+        if node.op == "output":
+            reason = (f"its channels reach the model's output (node {node.name!r}): they are outputs of the model "
+                      "(the classes of the classifier) and cannot be removed")
+            facts += [(a, "blocked", reason) for a in inputs]
+            continue
+        if x is None:                                   # the model's input, a constant: no layer writes them
+            facts.append((node, "blocked", f"its channels are the model's input (node {node.name!r})"
+                          if node.op == "placeholder" else f"its channels come from {_where(node)}, not a layer"))
+            continue
+        m = gm.get_submodule(node.target) if node.op == "call_module" else None
+        try:
+            step = _follow(gm, node, flat[x])
+        except GraphError as e:
+            step = str(e)                                                   # a clause: why the channels stop
+        new_space = isinstance(m, (nn.Conv2d, nn.Linear)) and step != "depthwise"
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and calls[node.target] > 1:
+            new_space = False
+            step = f"layer {node.target!r} is called {calls[node.target]} times in forward (a shared layer)"
+        if new_space:                                                       # its outputs: a new channel space
+            facts.append((node, "producer", node.target))
+            flat[node] = isinstance(m, nn.Linear)
+            if isinstance(m, nn.Conv2d) and m.groups > 1:                   # grouped, not depthwise
+                facts.append((node, "blocked", _grouped(node.target, m)))
+        if step == "read":
+            facts.append((x, "consumer", Reader(node.target, flat[x])))
+        elif step in ("depthwise", "batchnorm", "elementwise", "pass", "flatten", "add"):
+            for a in inputs:                                                # channel c in is channel c out
+                tie(node, a)
+            if (step == "flatten" and not flat[x]) or x in flattened:
+                flattened.add(node)
+            flat[node] = flat[x] or step == "flatten"
+            if step == "depthwise":
+                facts.append((node, "producer", node.target))
+            if step == "batchnorm":
+                facts.append((node, "batchnorm", node.target))
+            if step == "add" and (len({flat[a] for a in inputs}) > 1 or flattened & set(inputs)):
+                facts.append((node, "blocked", f"node {node.name!r} adds its channels, flattened, to other values"))
+        elif step != "shape":
+            facts += [(a, "blocked", step) for a in inputs]
+            if not new_space:
+                facts.append((node, "blocked", f"its channels come from {_where(node)}, which cannot be "
+                                               "followed channel by channel"))
+    return _collect(gm, find, facts)
+
+
+def _collect(gm: fx.GraphModule, find: Callable[[fx.Node], fx.Node],
+             facts: list[tuple[fx.Node, str, object]]) -> list[ChannelGroup]:
+    """One ChannelGroup per space with a producer, its sizes checked: every layer must agree on n."""
+    spaces: dict[fx.Node, dict[str, list]] = {}
+    for node, kind, what in facts:
+        space = spaces.setdefault(find(node), {"producer": [], "batchnorm": [], "consumer": [], "blocked": []})
+        if what not in space[kind]:
+            space[kind].append(what)
+    groups = []
+    for space in spaces.values():
+        if not space["producer"]:
+            continue
+        sizes = {name: units(gm.get_submodule(name)) for name in space["producer"]}
+        sizes |= {name: gm.get_submodule(name).num_features for name in space["batchnorm"]}
+        sizes |= {r.name: gm.get_submodule(r.name).in_channels for r in space["consumer"] if not r.flat}
+        n = sizes[space["producer"][0]]
+        wrong = [f"{name!r} has {k}" for name, k in sizes.items() if k != n]
+        wrong += [f"{r.name!r} reads {k} features" for r in space["consumer"] if r.flat
+                  for k in [gm.get_submodule(r.name).in_features] if k % n]
+        if wrong:
+            space["blocked"].append(f"its layers disagree on how many channels there are: {space['producer'][0]!r} "
+                                    f"writes {n}, {', '.join(wrong)}")
+        groups.append(ChannelGroup(n, tuple(space["producer"]), tuple(space["batchnorm"]),
+                                   tuple(space["consumer"]), "; ".join(space["blocked"]) or None))
+    order = {node.target: i for i, node in enumerate(gm.graph.nodes) if node.op == "call_module"}
+    return sorted(groups, key=lambda g: order[g.producers[0]])
 
 
 # ---------------------------------------------------------------------- running parts of the graph

@@ -8,35 +8,47 @@ outputs 0 but costs as much as before. ``shrink`` removes it instead, and slices
                                                       S = H*W positions per channel of the flattened map
 
 The dataflow is read from the model's ``torch.fx`` graph (``prunelab.graph``), not from its class, so
-nn.Sequential models and torchvision's ResNet-18 work alike. ``graph.routes`` follows a kept layer's output to
-every layer that reads it, and each step says what to slice:
+nn.Sequential models and torchvision's ResNet-18 work alike. Channels tied together form one group
+(``graph.channel_groups``), and removing channel c of one layer removes it from the whole group:
 
-- a Conv2d or Linear reads the units: slice its inputs, and this route ends;
-- a BatchNorm is sliced like the layer, and the route goes on;
-- ReLU-like activations, pooling, Dropout and Flatten pass the units on (Flatten makes each channel S features);
-- a residual ``add`` ties the units to the other input of the sum, and the model's output means the classifier:
-  both stop with a ValueError; anything else is refused rather than guessed.
+- the producers: every Conv2d/Linear whose outputs meet at a residual ``add`` (ResNet-18: the stem conv, each
+  block's conv2 and the downsample conv of a stage), and a depthwise conv after them (filter c reads channel c);
+  their filters W[c] and bias entries go;
+- the BatchNorms on the way: gamma, beta, mean and var [c] go; ReLU-like activations, pooling and Dropout pass
+  channel c on, and Flatten makes it S features;
+- the consumers, every Conv2d/Linear that reads the group: their input columns of c go.
 
-Each module is sliced by the slicer of its type (Linear, Conv2d, BatchNorm: outputs; Linear, Conv2d: inputs).
-``shrinkable_layers`` lists the layers whose routes end only at readers (ResNet-18: each BasicBlock's conv1).
+So ``keep`` names any one producer of a group, and its indices apply to the whole group. A group that reaches
+the model's output (the classifier) or an operation the graph cannot follow (``torch.cat``, a product, a grouped
+conv) is refused with a ValueError saying which node; nothing is guessed. Each module is sliced by the slicer of
+its type (Linear, Conv2d, BatchNorm: outputs; Linear, Conv2d: inputs).
 
-``channels_to_keep`` turns a masked model into ``keep``: ``small = shrink(masked, channels_to_keep(masked))``
-computes the same function as ``masked`` with fewer parameters and MACs.
+``shrink_groups(model, ratio)`` removes a fraction of every group at once, the channels of least group
+importance I_c = sum over the producers p of ||W_p[c]||_1: the structured pruning Torch-Pruning's
+``MagnitudePruner`` does (see ``tests/test_groups.py`` for the comparison).
+
+``shrinkable_layers`` lists the layers whose units can go alone, tied to no other layer's outputs (ResNet-18:
+each BasicBlock's conv1). ``channels_to_keep`` turns a masked model into ``keep`` for those layers:
+``small = shrink(masked, channels_to_keep(masked))`` computes the same function as ``masked`` with fewer
+parameters and MACs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, fx, nn
 from torch.nn.utils import parametrize
 
 from . import graph, masks
-from ._helpers import did_you_mean
-from .graph import GraphError, Route, following_batchnorm
+from ._helpers import did_you_mean, select_layers
+from .graph import ChannelGroup, GraphError, Route, following_batchnorm
+from .thresholds import check_sparsity, mask_for_sparsity
 
-__all__ = ["shrink", "channels_to_keep", "shrinkable_layers", "fold_batchnorm"]
+__all__ = ["shrink", "shrink_groups", "group_importance", "channels_to_keep", "shrinkable_layers",
+           "fold_batchnorm"]
 
 Keep = Mapping[str, "Tensor | Sequence[int]"]
 
@@ -60,8 +72,9 @@ def _free_routes(model: nn.Module, gm: fx.GraphModule) -> dict[str, list[Route]]
 
 
 def shrinkable_layers(model: nn.Module) -> list[str]:
-    """Names of the Linear/Conv2d layers whose units ``shrink`` can remove (not tied by a residual ``add``,
-    not the model's outputs), in model order."""
+    """Names of the Linear/Conv2d layers whose units can be removed alone: no other layer writes the same
+    channels (no residual ``add``, no depthwise conv after it) and they are not the model's outputs. In model
+    order. ``shrink`` also removes tied channels, a whole ``graph.channel_groups`` group at a time."""
     return list(_free_routes(model, graph.trace(model, "shrinkable_layers")))
 
 
@@ -136,9 +149,12 @@ def _keep_linear_outputs(m: nn.Linear, idx: Tensor) -> None:
 
 
 def _keep_conv_outputs(m: nn.Conv2d, idx: Tensor) -> None:
-    """W [C_out, C_in, kH, kW] -> [len(idx), C_in, kH, kW], b [C_out] -> [len(idx)]."""
+    """W [C_out, C_in, kH, kW] -> [len(idx), C_in, kH, kW], b [C_out] -> [len(idx)]. A depthwise conv
+    (groups = C_in = C_out, W [C, 1, kH, kW]: filter c reads channel c) loses input channels idx with them."""
     _select(m, "weight", 0, idx)
     _select(m, "bias", 0, idx)
+    if m.groups > 1:
+        m.in_channels = m.groups = len(idx)
     m.out_channels = len(idx)
 
 
@@ -171,25 +187,40 @@ def _slicer(table: dict[type, Callable[[nn.Module, Tensor], None]], module: nn.M
     return next(keep for kind, keep in table.items() if isinstance(module, kind))
 
 
-def _reader_columns(name: str, idx: Tensor, route: Route, modules: dict[str, nn.Module]) -> Tensor:
-    """The input columns of ``route.reader`` that carry the kept units ``idx`` of layer ``name``: ``idx`` itself,
-    or after Flatten the S = in_features / n features c*S .. c*S + S-1 of each kept channel c: [len(idx) * S]."""
-    if not route.flat:
+def _reader_columns(n: int, idx: Tensor, reader: graph.Reader, modules: dict[str, nn.Module]) -> Tensor:
+    """The input columns of ``reader`` that carry the kept channels ``idx`` of a group of n: ``idx`` itself, or
+    when they arrive flat the S = in_features / n features c*S .. c*S + S-1 of each kept c: [len(idx) * S]."""
+    if not reader.flat:
         return idx
-    n, in_features = graph.units(modules[name]), modules[route.reader].in_features
-    if in_features % n:
-        raise ValueError(f"Cannot shrink {name!r}: {route.reader!r} reads {in_features} features, "
-                         f"not a multiple of its {n} units.")
-    S = in_features // n
+    S = modules[reader.name].in_features // n
     return (idx[:, None] * S + torch.arange(S)).flatten()
 
 
-def _plan(plan: dict[str, Tensor], name: str, idx: Tensor, source: str) -> None:
-    """Record that module ``name`` keeps ``idx``; ValueError if another kept layer needs it sliced otherwise."""
-    if name in plan and not torch.equal(plan[name], idx):
-        raise ValueError(f"{name!r} would be sliced two different ways (once for {source!r}); shrink these "
-                         "layers separately or keep the same indices.")
-    plan[name] = idx
+def _groups_to_cut(gm: fx.GraphModule, indices: dict[str, Tensor]) -> dict[ChannelGroup, Tensor]:
+    """``{group: kept channels}`` for the groups of the layers named in ``indices``; ValueError if a group cannot
+    be cut or two of its producers are given different indices."""
+    groups = graph.channel_groups(gm)
+    group_of = {p: g for g in groups for p in g.producers}
+    chosen: dict[ChannelGroup, tuple[str, Tensor]] = {}
+    for name, i in indices.items():
+        try:
+            graph.layer_node(gm, name)                  # called once: else GraphError saying why
+        except GraphError as e:
+            raise ValueError(f"Cannot shrink {name!r}: {e}.") from None
+        g = group_of[name]
+        if g.blocked:
+            free = [p for other in groups if not other.blocked for p in other.producers]
+            shared = [p for p in g.producers if p != name]
+            raise ValueError(f"Cannot shrink {name!r}: "
+                             + (f"its channels are shared with {', '.join(shared)} (one group), and " if shared else "")
+                             + f"{g.blocked}. Layers whose units shrink can remove here: "
+                             f"{', '.join(free) if free else 'none'}.") from None
+        if g in chosen and not torch.equal(chosen[g][1], i):
+            raise ValueError(f"{chosen[g][0]!r} and {name!r} write the same channels (one group: "
+                             f"{', '.join(g.producers)}), so they keep the same ones, but keep gives them different "
+                             "indices; give the indices for one of them (they apply to the whole group).")
+        chosen[g] = (name, i)
+    return {g: i for g, (_, i) in chosen.items()}
 
 
 def shrink(model: nn.Module, keep: Keep) -> nn.Module:
@@ -198,7 +229,10 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
     ``keep`` maps a Linear's name to the indices of output neurons (rows of W [out, in]) to keep, or a Conv2d's
     name to the output channels (filters of W [C_out, C_in, kH, kW]); indices are sorted, so unit order is kept.
     A boolean keep-mask ``[units]`` (True = keep, as ``pruning`` makes them) is accepted in place of indices.
-    Biases, following BatchNorms and the inputs of the next Conv2d/Linear (across Flatten) are sliced to match.
+    The indices apply to the layer's whole channel group (``graph.channel_groups``): every layer that writes the
+    same channels through a residual ``add`` or a depthwise conv keeps them too (name one of them, or give them
+    all the same indices). Biases, the group's BatchNorms and the inputs of every Conv2d/Linear reading the group
+    (across Flatten) are sliced to match.
     A masked model is accepted: the copy holds the effective weights ``orig * mask`` as plain parameters.
     ``model`` itself is never changed; bad input raises ValueError/TypeError before anything is built.
     """
@@ -207,29 +241,52 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
     indices = {name: _check_indices(model, name, idx) for name, idx in keep.items()}
     small = _plain_copy(model)
     gm, modules = graph.trace(small, "shrink"), dict(small.named_modules())
-
-    rows: dict[str, Tensor] = {}   # module -> kept output units (a layer's rows or filters, a BatchNorm's features)
-    cols: dict[str, Tensor] = {}   # reader -> kept input columns (channels, or features of a flattened map)
-    for name, i in indices.items():
-        try:
-            found = graph.routes(gm, name)
-        except GraphError as e:
-            free = list(_free_routes(small, gm))
-            raise ValueError(f"Cannot shrink {name!r}: {e}. Layers whose units shrink can remove here: "
-                             f"{', '.join(free) if free else 'none'}.") from None
-        _plan(rows, name, i, name)
-        for route in found:
-            for bn, _ in route.chain:
-                if bn is not None:
-                    _plan(rows, bn, i, name)
-            _plan(cols, route.reader, _reader_columns(name, i, route, modules), name)
-
+    cut = _groups_to_cut(gm, indices)
     with torch.no_grad():
-        for name, i in rows.items():
-            _slicer(_KEEP_OUTPUTS, modules[name])(modules[name], i)
-        for name, c in cols.items():
-            _slicer(_KEEP_INPUTS, modules[name])(modules[name], c)
+        for g, i in cut.items():
+            for name in (*g.producers, *g.batchnorms):    # output units: filters/rows, BatchNorm features
+                _slicer(_KEEP_OUTPUTS, modules[name])(modules[name], i)
+            for reader in g.consumers:                    # input columns: channels, or features after Flatten
+                _slicer(_KEEP_INPUTS, modules[reader.name])(modules[reader.name], _reader_columns(
+                    g.channels, i, reader, modules))
     return small
+
+
+def group_importance(model: nn.Module, group: ChannelGroup) -> Tensor:
+    """I_c = sum over the group's producers p of ||W_p[c]||_1 = sum_p sum_j |W_p[c, j]|: one score per channel
+    [n] (W_p flattened to [n, fan_in]; effective weights ``orig * mask`` of a masked model)."""
+    return sum(masks.effective(model.get_submodule(p)).detach().flatten(1).abs().sum(1) for p in group.producers)
+
+
+def shrink_groups(model: nn.Module, ratio: float, *, importance: Literal["l1"] = "l1",
+                  ignore: Sequence[str] | None = None) -> nn.Module:
+    """A new, smaller copy of ``model`` with k = round(ratio · n) channels removed from every group of n.
+
+    Every group of ``graph.channel_groups`` that can be cut loses the k channels of lowest group importance
+    (``importance="l1"``: I_c = sum_p ||W_p[c]||_1 over the group's producers p, ``group_importance``; ties go
+    by position), at least one channel staying. Groups that reach the model's output (the classifier) or an
+    operation the graph cannot follow are left whole, and so are the groups of the layers named in ``ignore``.
+    Torch-Pruning removes n - floor(n · (1 - ratio)) instead (ceil(ratio · n) up to float rounding): the same k
+    whenever ratio · n is a whole number, as for every ResNet-18 width at ratios 0.25, 0.5 and 0.75.
+    ``model`` itself is never changed; bad input raises ValueError before anything is built.
+    """
+    ratio = check_sparsity(ratio, "ratio")
+    if importance != "l1":
+        raise ValueError(f"importance must be 'l1' (the sum over a group's producers of each channel's L1 norm), "
+                         f"got {importance!r}")
+    if isinstance(ignore, str):
+        raise TypeError(f"ignore must be a list of layer names, got the string {ignore!r}; write [{ignore!r}]")
+    ignored = set(select_layers(model, list(ignore))) if ignore else set()
+    keep = {}
+    for g in graph.channel_groups(model):
+        if g.blocked or ignored & set(g.producers):
+            continue
+        I = group_importance(model, g)                  # [n]
+        kept = mask_for_sparsity(I, ratio)              # False for the round(ratio · n) lowest I_c
+        if not kept.any():                              # round(ratio · n) = n: a layer needs one channel
+            kept[I.argmax()] = True
+        keep[g.producers[0]] = kept
+    return shrink(model, keep)
 
 
 def _constant_output(layer: nn.Module, routes: list[Route], threshold: float) -> Tensor:

@@ -147,14 +147,34 @@ def test_resnet18_internal_channels_of_every_basic_block_match_the_masked_model(
     assert same_state(state(model), before)
 
 
-@pytest.mark.parametrize("name", ["layer1.0.conv2", "layer2.0.downsample.0", "conv1"])
-def test_resnet18_channels_tied_by_a_residual_add_are_refused(name):
-    model = pl.build_model("resnet18")
+@pytest.mark.parametrize("name, stage", [("layer1.0.conv2", 1), ("layer2.0.downsample.0", 2), ("conv1", 1)])
+def test_resnet18_channels_tied_by_a_residual_add_shrink_with_their_whole_group(name, stage):
+    g = torch.Generator().manual_seed(8)
+    model = randomize_batchnorm(pl.build_model("resnet18"), g).eval()
     before = state(model)
-    with pytest.raises(ValueError, match=rf"Cannot shrink '{name}'.*tied by a residual connection.*"
-                                         r"can remove here: layer1\.0\.conv1, layer1\.1\.conv1"):
-        shrink(model, {name: [0, 1]})
+    group = next(grp for grp in pl.graph.channel_groups(model) if name in grp.producers)
+    keep = half(group.channels, g)
+
+    small = shrink(model, {name: keep})
+    bn_of = pl.graph.following_batchnorm(model)           # conv -> the BatchNorm right after it
+    masked = masked_equivalent(model, {p: keep for p in group.producers}, bn_of.get).eval()
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-4)
+    blocks = [f"layer{stage}.{b}" for b in range(2)]       # the stage's stream: every conv2 and what adds into it
+    assert set(group.producers) >= {f"{blk}.conv2" for blk in blocks}
+    assert all(small.get_submodule(p).out_channels == group.channels // 2 for p in group.producers)
+    assert all(small.get_submodule(r.name).in_channels == group.channels // 2 for r in group.consumers)
     assert same_state(state(model), before)
+
+
+def test_two_layers_of_one_group_must_keep_the_same_channels():
+    model = pl.build_model("resnet18")
+    same = shrink(model, {"layer1.0.conv2": [0, 1], "conv1": [0, 1]})             # one group, the same keep: fine
+    assert same.conv1.out_channels == same.layer1[1].conv2.out_channels == 2
+    with pytest.raises(ValueError, match=r"'layer1\.0\.conv2' and 'conv1' write the same channels \(one group: "
+                                         r"conv1, layer1\.0\.conv2, layer1\.1\.conv2\).*different indices"):
+        shrink(model, {"layer1.0.conv2": [0, 1], "conv1": [0, 2]})
 
 
 @pytest.mark.parametrize("model_name, layer", [("vgg_small", "fc"), ("lenet300", "fc3"), ("resnet18", "fc")])
