@@ -203,6 +203,18 @@ def _is_add(node: fx.Node) -> bool:
             or node.op == "call_method" and node.target in _ADD_METHODS)
 
 
+def _is_spatial_mean(node: fx.Node) -> bool:
+    """True for the mean over H and W of [B, C, H, W] to [B, C] (global average pooling written as
+    ``x.mean((2, 3))`` or ``torch.mean(x, dim=(-2, -1))``): channel c becomes feature c, like a Flatten of 1 × 1."""
+    if not ((node.op == "call_method" and node.target == "mean")
+            or (node.op == "call_function" and node.target is torch.mean)):
+        return False
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    return (isinstance(dims, (tuple, list)) and not keepdim
+            and {d % 4 if isinstance(d, int) else d for d in dims} == {2, 3})
+
+
 def _where(node: fx.Node) -> str:
     """``call_function 'mul' (node 'mul')``: a node as the messages name it."""
     return f"{node.op} {getattr(node.target, '__name__', node.target)!r} (node {node.name!r})"
@@ -258,7 +270,7 @@ def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
         return "elementwise"
     if isinstance(m, _IDENTITY) or (isinstance(m, _SPATIAL) and not flat):   # pooling keeps channels
         return "pass"
-    if _is_flatten(gm, user):
+    if _is_flatten(gm, user) or (_is_spatial_mean(user) and not flat):
         return "flatten"
     if _is_shape(user):
         return "shape"

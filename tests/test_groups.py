@@ -326,3 +326,35 @@ def test_shrink_bad_names_on_resnet18_leave_it_untouched(keep, match):
     with pytest.raises(ValueError, match=match):
         shrink(model, keep)
     assert same_state(state(model), before)
+
+
+class MeanPooled(nn.Module):
+    """Global average pooling written as x.mean((2, 3)), as people often do: channel c becomes feature c."""
+
+    def __init__(self, dims=(2, 3), keepdim=False):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Linear(8, 4)
+        self.dims, self.keepdim = dims, keepdim
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc(h.mean(self.dims, keepdim=self.keepdim).flatten(1))
+
+
+@pytest.mark.parametrize("dims", [(2, 3), (-1, -2)])
+def test_a_spatial_mean_passes_channels_to_the_linear_that_reads_them(dims):
+    g = torch.Generator().manual_seed(0)
+    model = randomize_batchnorm(MeanPooled(dims), g)
+    group = graph.channel_groups(model)[0]
+    assert group.blocked is None and group.consumers == (Reader("fc", True),)
+    kept, removed = torch.tensor([0, 2, 5]), torch.tensor([1, 3, 4, 6, 7])
+    small = shrink(model, {"conv": kept})
+    assert small.fc.in_features == 3
+    x = torch.randn(4, 1, 6, 6, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_channels(model, {group: removed})(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_mean_over_other_dimensions_or_keeping_them_is_not_followed():
+    assert graph.channel_groups(MeanPooled((1, 2)))[0].blocked is not None      # averages channels together
+    assert graph.channel_groups(MeanPooled((2, 3), keepdim=True))[0].blocked is not None
