@@ -93,7 +93,8 @@ class ChallengeResult:
                   "validation": "validation images right; the final score is on the test set",
                   }.get(self.scored_on, "images right")
         return (f"{verdict} ({self.format} file, {self.correct:,} of {self.total:,} {images})\n"
-                f"  {'✅' if self.fits_budget else '❌'} {size}\n  {'✅' if self.meets_floor else '❌'} {acc}")
+                f"  {'[met]' if self.fits_budget else '[missed]'} {size}\n"
+                f"  {'[met]' if self.meets_floor else '[missed]'} {acc}")
 
     def __str__(self) -> str:
         return self.message

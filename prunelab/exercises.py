@@ -4,8 +4,12 @@ A notebook defines each exercise once, with a function that says what is wrong w
 nothing when it is right)::
 
     ex = Exercise("2.1", "v_thr that prunes 75% of fc2", lambda v: None if ok(v) else "too high: ...")
-    ex(...)          # not answered yet: says so, returns False
-    ex(answer)       # prints "✅ 2.1 passed" or "❌ 2.1: <what is wrong>", returns True / False
+    ex(...)          # not answered yet: shows "TO DO 2.1 — ...: not answered yet ...", returns False
+    ex(answer)       # shows "PASSED 2.1 — ..." or "NOT YET 2.1: <what is wrong>", returns True / False
+
+The verdict is a word on a coloured label (green PASSED, red NOT YET, grey TO DO), not an emoji: emoji fonts
+are missing on many machines, and a missing glyph is an empty box. Where no HTML is shown (a terminal, a
+plain-text output) the same message reads ``[passed] 2.1 — ...``, ``[not yet] 2.1: ...`` or ``[to do] ...``.
 
 The solution cell (collapsed in the notebook) calls ``assert ex(solution)``, so the test run checks that
 every solution passes its own checker.
@@ -16,9 +20,34 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-__all__ = ["Exercise", "close_to"]
+__all__ = ["Exercise", "Feedback", "close_to"]
+
+Verdict = Literal["passed", "not yet", "to do"]
+
+# label background per verdict; the label's text is white, so it reads on light and dark themes alike
+COLOURS: dict[Verdict, str] = {"passed": "#1b7a1b", "not yet": "#b00020", "to do": "#595959"}
+
+
+@dataclass(frozen=True, repr=False)
+class Feedback:
+    """What a check says: a verdict and one sentence; HTML shows the verdict as a coloured word, text as [verdict]."""
+
+    verdict: Verdict
+    text: str
+
+    def __repr__(self) -> str:
+        return f"[{self.verdict}] {self.text}"
+
+    __str__ = __repr__
+
+    def _repr_html_(self) -> str:
+        label = (f"<span style='background:{COLOURS[self.verdict]};color:#fff;font-weight:bold;"
+                 f"padding:0 0.4em;border-radius:3px'>{self.verdict.upper()}</span>")
+        kind = "prunelab-" + self.verdict.replace(" ", "-")
+        return f"<div class='prunelab-exercise {kind}'>{label} {html.escape(self.text)}</div>"
 
 
 class Exercise:
@@ -27,33 +56,37 @@ class Exercise:
     def __init__(self, number: str, title: str, problem: Callable[[Any], str | None]):
         self.number, self.title, self.problem = number, title, problem
 
-    def __call__(self, answer: Any = ...) -> bool:
+    def check(self, answer: Any = ...) -> Feedback:
+        """The verdict on ``answer`` (``...``: not answered yet), without showing it."""
         if answer is ...:
-            self._say("✏️", f"{self.number} — {self.title}: not answered yet. Replace the ... with your answer "
-                            "and run the cell again.", "#555")
-            return False
+            return Feedback("to do", f"{self.number} — {self.title}: not answered yet. Replace the ... with your "
+                                     "answer and run the cell again.")
         try:
             wrong = self.problem(answer)
         except Exception as exc:  # noqa: BLE001 -- a wrong type of answer is feedback, not a crash
             wrong = f"the check could not use this answer ({type(exc).__name__}: {exc})"
         if wrong is None:
-            self._say("✅", f"{self.number} passed — {self.title}.", "#1b7a1b")
-            return True
-        self._say("❌", f"{self.number} not yet: {wrong}", "#b00020")
-        return False
+            return Feedback("passed", f"{self.number} — {self.title}.")
+        return Feedback("not yet", f"{self.number}: {wrong}")
 
-    @staticmethod
-    def _say(mark: str, text: str, color: str) -> None:
-        try:
-            from IPython import get_ipython
-            from IPython.display import HTML, display
+    def __call__(self, answer: Any = ...) -> bool:
+        """Show the verdict on ``answer`` below the cell (printed outside IPython); True when it passed."""
+        feedback = self.check(answer)
+        _show(feedback)
+        return feedback.verdict == "passed"
 
-            if get_ipython() is not None:
-                display(HTML(f"<div style='color:{color}'>{mark} {html.escape(text)}</div>"))
-                return
-        except ImportError:
-            pass
-        print(mark, text)
+
+def _show(feedback: Feedback) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(feedback)       # text/html and text/plain: each front end shows what it can
+            return
+    except ImportError:
+        pass
+    print(feedback)
 
 
 def close_to(expected: float, *, rel: float = 1e-6, abs_tol: float = 1e-9, what: str = "the value") -> Callable:

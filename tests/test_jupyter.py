@@ -2,6 +2,7 @@
 
 import json
 import urllib.request
+from pathlib import Path
 
 from conftest import REPO
 
@@ -19,3 +20,21 @@ def test_jupyterlab_lists_and_opens_the_notebooks(jupyter_lab):
     assert status == 200 and json.loads(body)["content"]["cells"]
     status, body = get(jupyter_lab + "/lab/tree/01_start_here.ipynb")
     assert status == 200 and "JupyterLab" in body
+
+
+def test_jupyterlab_never_pops_up_to_ask_about_news(jupyter_lab):
+    """The README's set-up runs `.binder/postBuild` (Binder runs it too): it writes JupyterLab's default settings
+    to where this environment's JupyterLab reads them, and the running server serves them as the defaults."""
+    import runpy
+
+    from jupyterlab.labapp import LabApp
+
+    post_build = runpy.run_path(str(REPO / ".binder" / "postBuild"), run_name="postBuild")
+    written = post_build["settings_file"]()
+    assert written.parent == Path(LabApp().app_settings_dir) / "overrides.d"
+    assert written.is_file(), f"{written} is missing: run the README's command (`.venv/bin/python .binder/postBuild`)"
+    assert json.loads(written.read_text()) == post_build["OVERRIDES"]
+
+    status, body = get(jupyter_lab + "/lab/api/settings/@jupyterlab/apputils-extension:notification")
+    defaults = {key: spec["default"] for key, spec in json.loads(body)["schema"]["properties"].items()}
+    assert status == 200 and defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False

@@ -1,5 +1,6 @@
 """The promises of the README: two commands, pinned installs, CI running the README's test command."""
 
+import os
 import re
 import subprocess
 from importlib.metadata import version
@@ -22,6 +23,16 @@ def test_readme_has_one_command_to_open_the_kit_and_one_to_test_it():
     assert readme_command("test").endswith("python -m pytest")
     for marker in ("open", "test"):
         assert "pip install -r requirements.txt" in readme_command(marker)
+
+
+def test_both_commands_apply_the_kits_jupyterlab_settings_as_binder_does():
+    """`.binder/postBuild` (JupyterLab's news pop-up off; tests/test_jupyter.py checks the running server) runs
+    right after the install, with the environment's own Python; Binder runs it as an executable."""
+    for marker in ("open", "test"):
+        steps = readme_command(marker).split(" && ")
+        assert steps[1:3] == [".venv/bin/pip install -r requirements.txt", ".venv/bin/python .binder/postBuild"]
+    post_build = REPO / ".binder" / "postBuild"
+    assert post_build.read_text().startswith("#!/usr/bin/env python3\n") and os.access(post_build, os.X_OK)
 
 
 def test_ci_runs_exactly_the_readmes_test_command():
