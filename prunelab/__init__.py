@@ -6,7 +6,8 @@ The package holds the logic; the notebooks hold the story and the knobs. Start w
 One concept per module, in four layers; a module imports only from its own layer and the ones above it
 (``tests/test_layers.py`` checks it):
 
-- **the kit**: ``data`` (Fashion-MNIST, the splits), ``models``, ``training`` (train, evaluate), ``checkpoints``,
+- **the kit**: ``data`` (Fashion-MNIST, the splits, your own images), ``text`` (the King James Bible for a tiny
+  GPT; ``text_baseline`` trains it), ``models``, ``training`` (train, evaluate), ``checkpoints``,
   ``masks`` (non-destructive masks in torch.nn.utils.prune's format; the effective weight ``orig * mask``),
   ``graph`` (the traced graph every structural question goes through),
   ``metrics`` (sparsity, parameters, MACs, bytes, latency), ``live_accuracy`` (accuracy per slider move),
@@ -14,7 +15,8 @@ One concept per module, in four layers; a module imports only from its own layer
 - **pruning**: ``scores`` (importance from weights), ``data_criteria`` (from activations and the measured loss
   change), ``thresholds`` (v_thr and M = scores > v_thr), ``pruning`` (granularity and scope), ``schedules``
   (one-shot, iterative, gradual), ``resets`` (rewind, re-init), ``regularization`` (L1, group lasso),
-  ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units),
+  ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units, by
+  dependency group), ``one_shot`` (Wanda and SparseGPT from calibration data),
   ``export`` (files that plain PyTorch and ONNX Runtime load: masks committed, units shrunk);
 - **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
   ``lowrank`` (truncated SVD), ``distillation`` (teacher → student soft targets), ``compressed_file`` (the
@@ -47,6 +49,7 @@ from . import (
                scores,
                sensitivity,
                shrink,
+               text,
                thresholds,
                weight_sharing,
 )
@@ -120,6 +123,7 @@ __all__ = [
                "scores",
                "sensitivity",
                "shrink",
+               "text",
                "thresholds",
                "train",
                "validation_indices",

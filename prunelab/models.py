@@ -10,19 +10,25 @@ All take x: float32 [B, 1, 28, 28] and return logits [B, 10].
 | vgg_small   | VGG-style CNN, 3x3 conv + BatchNorm + ReLU, widths 16-32-64 | 77,786 |
 | resnet18    | torchvision's ResNet-18, first conv taking 1 channel    | 11,175,370 |
 | vit_tiny    | ViT: 7x7 patches -> 2 ``nn.TransformerEncoderLayer`` (E = 64, 4 heads) -> head | 71,946 |
+
+Not in ``MODELS`` (it reads characters, not images): ``TinyGPT``, a character-level GPT with hand-written causal
+self-attention (nanoGPT's layout), 825,919 parameters for the King James Bible's 63 characters (``prunelab.text``).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._helpers import did_you_mean
 
-__all__ = ["LeNet300", "LeNet5", "VGGSmall", "TinyViT", "resnet18", "MODELS", "build_model", "count_parameters"]
+__all__ = ["LeNet300", "LeNet5", "VGGSmall", "TinyViT", "CausalSelfAttention", "GPTBlock", "TinyGPT", "resnet18",
+           "MODELS", "build_model", "count_parameters"]
 
 
 class LeNet300(nn.Sequential):
@@ -100,6 +106,92 @@ class TinyViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch(x).flatten(2).transpose(1, 2) + self.position        # [B, 16, E]
         return self.head(self.norm(self.encoder(tokens)).mean(1))               # [B, classes]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention, written out as in nanoGPT: one Linear ``qkv`` (E -> 3E) makes the queries,
+    keys and values of every token, each of the H heads (d = E / H values each) lets a token attend to itself and
+    the tokens before it, softmax(Q Kᵀ / √d + causal mask) V, and one Linear ``proj`` (E -> E) mixes the heads.
+
+    Both Linears are called (not read), so prunelab's masks need no ``READERS`` hook here.
+    """
+
+    def __init__(self, embed_dim: int, heads: int):
+        super().__init__()
+        if embed_dim % heads:
+            raise ValueError(f"embed_dim ({embed_dim}) must be a multiple of heads ({heads}).")
+        self.heads = heads
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()                                     # batch, tokens, embedding (E)
+        H, d = self.heads, C // self.heads
+        q, k, v = self.qkv(x).split(C, dim=2)                 # 3 x [B, T, C]
+        q = q.view(B, T, H, d).transpose(1, 2)                # [B, H, T, d]
+        k = k.view(B, T, H, d).transpose(1, 2)                # [B, H, T, d]
+        v = v.view(B, T, H, d).transpose(1, 2)                # [B, H, T, d]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # [B, H, T, d]: token t sees tokens <= t
+        y = y.transpose(1, 2).contiguous().view(B, T, C)      # [B, T, C]: the heads side by side again
+        return self.proj(y)                                   # [B, T, C]
+
+
+class GPTBlock(nn.Module):
+    """One pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)) with the MLP E -> 4E -> E, GELU."""
+
+    def __init__(self, embed_dim: int, heads: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(embed_dim)
+        self.attn = CausalSelfAttention(embed_dim, heads)
+        self.ln2 = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(OrderedDict(
+            fc=nn.Linear(embed_dim, 4 * embed_dim), gelu=nn.GELU(), proj=nn.Linear(4 * embed_dim, embed_dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))                        # [B, T, E]
+        return x + self.mlp(self.ln2(x))                      # [B, T, E]
+
+
+class TinyGPT(nn.Module):
+    """A small character-level GPT: token ids [B, T] (T <= ``block_size``) -> next-token logits [B, T, vocab_size].
+
+    Token embedding + learned position embedding, ``depth`` ``GPTBlock`` s (pre-norm, causal self-attention with
+    ``heads`` heads, MLP 4E with GELU), a final LayerNorm and a Linear ``head`` (not tied to the token embedding, so
+    pruning the head's weight leaves the embedding alone). Initialised as nanoGPT does: N(0, 0.02) weights, zero
+    biases, and N(0, 0.02 / √(2 · depth)) for the two projections that write into the residual stream.
+
+    Ids may come as floats holding whole numbers (``prunelab.metrics.count_macs`` feeds ``torch.zeros`` of the
+    model's float dtype): they are cast to int64. ``count_macs(model, (1, T))`` then counts every Linear, T times;
+    it does not see the attention products Q Kᵀ and the weighted sum of V (2 · T² · E per block, causal or not),
+    which are not a Linear.
+    """
+
+    def __init__(self, vocab_size: int, block_size: int = 128, embed_dim: int = 128, depth: int = 4, heads: int = 4):
+        super().__init__()
+        self.vocab_size, self.block_size = vocab_size, block_size
+        self.token = nn.Embedding(vocab_size, embed_dim)
+        self.position = nn.Embedding(block_size, embed_dim)
+        self.blocks = nn.Sequential(*(GPTBlock(embed_dim, heads) for _ in range(depth)))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, vocab_size)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 2:                                # Linear and Embedding weights; LayerNorm keeps its 1s
+                std = 0.02 / math.sqrt(2 * depth) if name.endswith("proj.weight") else 0.02
+                nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.size()                                     # batch, tokens
+        if T > self.block_size:
+            raise ValueError(f"TinyGPT reads at most block_size = {self.block_size} tokens, got {T}; "
+                             f"pass the last {self.block_size} (idx[:, -{self.block_size}:]).")
+        if idx.is_floating_point():
+            idx = idx.long()                                  # count_macs's probe: zeros of the float dtype
+        positions = torch.arange(T, device=idx.device)        # [T]
+        x = self.token(idx) + self.position(positions)        # [B, T, E]
+        x = self.norm(self.blocks(x))                         # [B, T, E]
+        return self.head(x)                                   # [B, T, vocab_size]
 
 
 def resnet18(num_classes: int = 10) -> nn.Module:

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "prunelab"
 
 LAYERS = {
     "the kit": ["_helpers", "data", "models", "training", "checkpoints", "baselines", "masks", "graph", "metrics",
-                "live_accuracy", "encoding", "plots"],
+                "live_accuracy", "encoding", "plots", "text", "text_baseline"],
     "pruning": ["scores", "data_criteria", "thresholds", "pruning", "schedules", "schedule_runs", "resets",
                 "regularization", "sensitivity", "shrink", "export", "one_shot"],
     "compression": ["quantization", "weight_sharing", "lowrank", "distillation", "compressed_file"],
