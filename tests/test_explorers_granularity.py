@@ -251,3 +251,8 @@ def test_any_sequence_of_moves_then_reset_restores_every_copy_exactly(tiny_test)
         assert same(snapshot(copy), before, ordered=True) and M.masked_parameters(copy) == []
     assert same(snapshot(model), before, ordered=True)
     assert all(a == explorer.baseline == pl.evaluate(model, tiny_test).accuracy for a in explorer.accuracy.values())
+
+
+def test_a_model_with_no_independently_shrinkable_layer_says_so_and_what_to_use():
+    with pytest.raises(ValueError, match=r"TinyViT has none.*opaque.*ThresholdExplorer.*shrink_groups"):
+        GranularityExplorer(pl.build_model("vit_tiny"), pl.load_fashion_mnist("test").subset(64))

@@ -103,6 +103,12 @@ class GranularityExplorer(Explorer):
         if not (isinstance(latency_repeats, int) and latency_repeats >= 0):
             raise ValueError(f"latency_repeats must be an integer >= 0 (0: no latency), got {latency_repeats!r}.")
         shrinkable = shrinkable_layers(model)
+        if not shrinkable and layers is None:
+            raise ValueError(f"GranularityExplorer compares weights, units and N:M on layers whose units shrink can "
+                             f"remove on their own, and {type(model).__name__} has none (every Linear/Conv2d is the "
+                             "classifier, tied to others by a residual sum, or inside a module torch.fx keeps "
+                             "opaque, such as nn.TransformerEncoder). Use the ThresholdExplorer, or "
+                             "prunelab.shrink.shrink_groups for tied channels.")
         self.layers = select_layers(model, shrinkable if layers is None else layers)
         blocked = [name for name in self.layers if name not in shrinkable]
         if blocked:
