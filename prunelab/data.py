@@ -31,7 +31,7 @@ from torch import Tensor
 
 __all__ = [
     "CLASSES", "MEAN", "STD", "VALIDATION_PER_CLASS", "DataFileError", "ImageSet", "as_image_set", "channel_stats",
-    "data_root", "load_fashion_mnist", "validation_indices", "SHAPES", "make_shapes",
+    "data_root", "load_fashion_mnist", "validation_indices", "SHAPES", "make_shapes", "read_checksums", "verify_file",
 ]
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -72,22 +72,22 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_checksums(raw: Path) -> dict[str, str]:
-    sums = raw / "SHA256SUMS"
+def read_checksums(sums: Path, restore: str) -> dict[str, str]:
+    """``{file name: SHA-256}`` from a ``sha256sum``-style list; ``DataFileError`` (with ``restore``) if missing."""
     if not sums.is_file():
-        raise DataFileError(f"Checksum list {sums} is missing. " + _RESTORE_HINT.format(path=sums))
+        raise DataFileError(f"Checksum list {sums} is missing. " + restore)
     pairs = (line.split() for line in sums.read_text().splitlines() if line.strip())
     return {name: digest for digest, name in pairs}
 
 
-def _verify(path: Path, expected: str) -> None:
+def verify_file(path: Path, expected: str | None, what: str, restore: str) -> None:
+    """``DataFileError`` naming ``what`` file ``path`` is missing or has another SHA-256 than ``expected``, and
+    how to ``restore`` it; nothing when it matches."""
     if not path.is_file():
-        raise DataFileError(f"Fashion-MNIST file {path} is missing. " + _RESTORE_HINT.format(path=path))
+        raise DataFileError(f"{what} {path} is missing. " + restore)
     actual = sha256_of(path)
     if actual != expected:
-        raise DataFileError(
-            f"Fashion-MNIST file {path} is corrupt: its SHA-256 is {actual}, expected {expected}. "
-            + _RESTORE_HINT.format(path=path))
+        raise DataFileError(f"{what} {path} is corrupt: its SHA-256 is {actual}, expected {expected}. " + restore)
 
 
 def _unpack(gz: Path, target: Path, expected: str) -> None:
@@ -121,10 +121,11 @@ def verified_raw_folder(root: Path) -> Path:
             f"No Fashion-MNIST folder at {raw}. prunelab expects torchvision's layout "
             "<root>/FashionMNIST/raw/*.gz; pass the right root or set PRUNELAB_DATA. "
             + _RESTORE_HINT.format(path="data/FashionMNIST"))
-    sums = _read_checksums(raw)
+    sums = read_checksums(raw / "SHA256SUMS", _RESTORE_HINT.format(path=raw / "SHA256SUMS"))
     names = [f"{stem}-{kind}-ubyte" for stem in _FILE_STEM.values() for kind in ("images-idx3", "labels-idx1")]
     for name in names:
-        _verify(raw / f"{name}.gz", sums[f"{name}.gz"])
+        verify_file(raw / f"{name}.gz", sums[f"{name}.gz"], "Fashion-MNIST file",
+                    _RESTORE_HINT.format(path=raw / f"{name}.gz"))
     for name in names:
         _unpack(raw / f"{name}.gz", raw / name, sums[name])
     return raw

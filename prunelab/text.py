@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ._helpers import in_mode
 from .checkpoints import CheckpointError, checkpoint_dir, load_weights
-from .data import DataFileError, data_root, sha256_of
+from .data import data_root, read_checksums, sha256_of, verify_file
 from .models import TinyGPT
 from .training import model_device
 
@@ -129,17 +129,10 @@ def encode(text: str, vocab: str) -> Tensor:
 def _corpus_path(root: Path) -> Path:
     """``<root>/text/kjv.txt`` after checking it against ``<root>/text/SHA256SUMS``."""
     folder = root / "text"
-    sums, path = folder / "SHA256SUMS", folder / CORPUS_FILE
-    if not sums.is_file():
-        raise DataFileError(f"Checksum list {sums} is missing. Restore it from the repository with "
-                            "`git checkout -- data/text/SHA256SUMS` (run in the prunelab folder).")
-    expected = dict(reversed(line.split()) for line in sums.read_text().splitlines() if line.strip())
-    if not path.is_file():
-        raise DataFileError(f"Text corpus file {path} is missing. " + _RESTORE_HINT.format(name=CORPUS_FILE))
-    actual = sha256_of(path)
-    if actual != expected.get(CORPUS_FILE):
-        raise DataFileError(f"Text corpus file {path} is corrupt: its SHA-256 is {actual}, expected "
-                            f"{expected.get(CORPUS_FILE)}. " + _RESTORE_HINT.format(name=CORPUS_FILE))
+    expected = read_checksums(folder / "SHA256SUMS", "Restore it from the repository with "
+                              "`git checkout -- data/text/SHA256SUMS` (run in the prunelab folder).")
+    path = folder / CORPUS_FILE
+    verify_file(path, expected.get(CORPUS_FILE), "Text corpus file", _RESTORE_HINT.format(name=CORPUS_FILE))
     return path
 
 
