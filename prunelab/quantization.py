@@ -9,6 +9,8 @@ A real number r is stored as an integer q of ``bits`` bits and recovered as r̂ 
   For b = 1 that range is {0}, so 1-bit symmetric is *binary* (sign) quantization instead: q = sign(r) ∈ {−1, +1}
   (r = 0 counts as +1) and S = r_absmax / 2, the S that minimises the worst error over [−r_absmax, r_absmax].
   It has no zero level, so it refuses weights with exact zeros (pruned ones); use ``scheme="affine"``.
+- **binary with the least squared error** (``binarize``): the same q = sign(r), with S = α* = mean|r|, the α
+  that minimises ‖r − α sign(r)‖² (XNOR-Net, Rastegari et al. 2016; derived in notebook 10).
 
 Granularity: per tensor (one S, Z for the whole W) or ``per_channel`` (one S, Z per output channel, the rows
 of a Linear's W [out, in] or the filters of a Conv2d's W [C_out, C_in, kH, kW], broadcast over the rest).
@@ -32,7 +34,8 @@ from . import masks as M
 from ._helpers import select_layers, temporary_path
 
 __all__ = ["FORMAT", "Scheme", "check_bits", "qrange", "affine_params", "symmetric_params", "quantize", "dequantize",
-           "QuantizedTensor", "quantize_tensor", "fake_quantize", "quantization_error", "quantization_report",
+           "QuantizedTensor", "quantize_tensor", "binarize", "fake_quantize", "quantization_error",
+           "quantization_report",
            "fake_quantize_model", "pack_bits", "unpack_bits", "encode_quantized", "decode_quantized",
            "save_quantized", "load_quantized", "quantized_file_bytes"]
 
@@ -116,29 +119,55 @@ class QuantizedTensor(NamedTuple):
         return dequantize(self.q, self.S, self.Z)
 
 
-def quantize_tensor(W: Tensor, bits: int, *, scheme: Scheme = "symmetric",
-                    per_channel: bool = False) -> QuantizedTensor:
-    """Quantize W with S, Z from its own range: over all of W, or ``per_channel`` over each W[c]."""
-    q_min, q_max = qrange(bits, scheme)
+def _weights_and_reduction(W: Tensor, per_channel: bool) -> tuple[Tensor, dict]:
+    """W as float32 (checked non-empty and finite), and the arguments that reduce it over all of W or, with
+    ``per_channel``, over each W[c] keeping the dims (a [C_out, 1, ...] result)."""
     W = W.detach().float()
     if W.numel() == 0:
         raise ValueError("Cannot quantize an empty tensor.")
     if not torch.isfinite(W).all():
         raise ValueError("W holds NaN or inf values; its range, and so S, would be undefined.")
     dims = tuple(range(1, W.dim())) if per_channel and W.dim() >= 1 else tuple(range(W.dim()))
-    reduce = {"dim": dims, "keepdim": per_channel} if dims else {}
+    return W, ({"dim": dims, "keepdim": per_channel} if dims else {})
+
+
+def _signs(W: Tensor, what: str) -> Tensor:
+    """q = sign(W) ∈ {−1, +1} as int32 (r = 0 counts as +1); refuses exact zeros, which have no level."""
+    if (W == 0).any():
+        raise ValueError(f"{what} has no zero level, so the exact zeros in W (pruned weights) would become ±S. "
+                         "Use quantize_tensor with scheme='affine', or bits >= 2.")
+    return torch.where(W >= 0, 1, -1).to(torch.int32)
+
+
+def quantize_tensor(W: Tensor, bits: int, *, scheme: Scheme = "symmetric",
+                    per_channel: bool = False) -> QuantizedTensor:
+    """Quantize W with S, Z from its own range: over all of W, or ``per_channel`` over each W[c].
+    (1-bit symmetric: S = max|r| / 2, the least worst error; ``binarize`` gives the least squared error.)"""
+    q_min, q_max = qrange(bits, scheme)
+    W, reduce = _weights_and_reduction(W, per_channel)
     if scheme == "affine":
         S, Z = affine_params(W.amin(**reduce), W.amax(**reduce), bits)
     else:
         S, Z = symmetric_params(W.abs().amax(**reduce), bits)
     if scheme == "symmetric" and bits == 1:
-        if (W == 0).any():
-            raise ValueError("1-bit symmetric (binary, q = sign(r)) has no zero level, so the exact zeros in W "
-                             "(pruned weights) would become ±S. Use scheme='affine' or bits >= 2.")
-        q = torch.where(W >= 0, 1, -1).to(torch.int32)
+        q = _signs(W, "1-bit symmetric (binary, q = sign(r))")
     else:
         q = quantize(W, S, Z, q_min, q_max)
     return QuantizedTensor(q, S, Z, bits, scheme)
+
+
+def binarize(W: Tensor, *, per_channel: bool = False) -> QuantizedTensor:
+    """Binary weights r̂ = α sign(r) with the α that minimises the squared error ‖r − α sign(r)‖²: α* = mean|r|
+    (XNOR-Net, Rastegari et al. 2016), over all of W or ``per_channel`` over each W[c].
+
+    With s_i = sign(r_i): d/dα Σ (r_i − α s_i)² = −2 Σ (r_i s_i − α s_i²) = 0, and s_i² = 1, r_i s_i = |r_i|,
+    so α = Σ|r_i| / n. Returned as 1-bit symmetric: q = sign(r) ∈ {−1, +1} (r = 0 counts as +1, but exact zeros
+    are refused as in ``quantize_tensor``), S = α* (0-dim, or [C_out, 1, ...] per channel), Z = 0.
+    """
+    W, reduce = _weights_and_reduction(W, per_channel)
+    q = _signs(W, "Binary quantization (q = sign(r))")
+    S = W.abs().mean(**reduce)                                  # α* = mean |r|, > 0 since no r is 0
+    return QuantizedTensor(q, S, torch.zeros_like(S, dtype=torch.int32), 1, "symmetric")
 
 
 def fake_quantize(W: Tensor, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = False) -> Tensor:

@@ -63,6 +63,58 @@ def test_binary_one_bit_symmetric_is_sign_quantization():
         Q.quantize_tensor(torch.tensor([0.0, 1.0]), 1, scheme="symmetric")
 
 
+
+def test_binarize_on_a_hand_example():
+    W = torch.tensor([[-2.0, -0.1, 0.3, 4.0]])
+    qt = Q.binarize(W)
+    assert qt.q.tolist() == [[-1, -1, 1, 1]] and qt.S.item() == pytest.approx(1.6)   # α* = (2 + 0.1 + 0.3 + 4) / 4
+    assert qt.bits == 1 and qt.scheme == "symmetric" and qt.Z.item() == 0
+    assert torch.allclose(qt.dequantize(), torch.tensor([[-1.6, -1.6, 1.6, 1.6]]))
+    with pytest.raises(ValueError, match="no zero level"):
+        Q.binarize(torch.tensor([0.0, 1.0]))
+
+
+def _binary_sse(W, alpha):
+    """‖W − α sign(W)‖², α a float or a tensor that broadcasts over W."""
+    return float(((W - alpha * torch.where(W >= 0, 1.0, -1.0)) ** 2).sum())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_binarize_scale_is_mean_abs_and_beats_max_over_2_and_any_other_alpha(seed):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(16, 50, generator=g) * (seed + 1) * 0.1 + 0.05 * seed       # some shifted, not symmetric
+    if seed % 2:
+        W = W ** 3                                                              # heavy tails, like trained weights
+    qt = Q.binarize(W)
+    alpha_star = W.abs().mean()
+    assert torch.allclose(qt.S, alpha_star) and qt.S.dim() == 0
+    assert torch.equal(qt.dequantize(), alpha_star * torch.where(W >= 0, 1.0, -1.0))
+    best = _binary_sse(W, qt.S)
+    assert best < _binary_sse(W, W.abs().max() / 2)                 # beats 1-bit symmetric's max|r| / 2 ...
+    assert best < Q.quantization_error(W, 1, scheme="symmetric")["mse"] * W.numel()   # ... as quantize_tensor has it
+    alphas = torch.linspace(0, float(W.abs().max()), 2001)           # ... and every α of a fine search
+    assert all(best <= _binary_sse(W, a) * (1 + 1e-6) for a in alphas.tolist())
+    assert best < min(_binary_sse(W, alpha_star * 0.99), _binary_sse(W, alpha_star * 1.01))
+
+
+def test_binarize_per_channel_has_one_mean_abs_per_row_and_is_optimal_row_by_row():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 64, generator=g) * torch.tensor([[100.0], [1.0], [0.01], [0.001]])
+    qt = Q.binarize(W, per_channel=True)
+    assert qt.S.shape == (4, 1) and qt.Z.shape == (4, 1)
+    assert torch.allclose(qt.S.flatten(), W.abs().mean(dim=1))       # α*_c = mean|W_c|
+    for c in range(4):                                               # each row is its own per-tensor binarization
+        assert torch.allclose(qt.dequantize()[c], Q.binarize(W[c]).dequantize())
+        row_best = _binary_sse(W[c], qt.S[c])
+        assert all(row_best <= _binary_sse(W[c], a) * (1 + 1e-6)
+                   for a in torch.linspace(0, float(W[c].abs().max()), 501).tolist())
+    per_tensor, per_channel = _binary_sse(W, Q.binarize(W).S), _binary_sse(W, qt.S)
+    assert per_channel < per_tensor
+    assert per_channel < _binary_sse(W, Q.quantize_tensor(W, 1, scheme="symmetric", per_channel=True).S)
+    conv = Q.binarize(torch.randn(3, 2, 3, 3, generator=g), per_channel=True)
+    assert conv.S.shape == (3, 1, 1, 1)
+
+
 def test_per_channel_beats_per_tensor_when_rows_have_very_different_scales():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(4, 64, generator=g) * torch.tensor([[100.0], [1.0], [0.01], [0.001]])
