@@ -6,9 +6,10 @@ Granularity:
   (layers whose rows do not split into groups of m are skipped unless named, then refused);
 - ``"neuron"`` / ``"channel"``: whole units (rows of a Linear's W, filters of a Conv2d's W), scored per unit;
   a removed unit's bias and the following BatchNorm's weight and bias are masked too, so its output is 0;
-- ``"head"``: whole attention heads of ``nn.MultiheadAttention``: head h owns rows h·d … (h+1)·d − 1 of W_q, W_k
-  and W_v (d = E / H) and the same columns of W_o; masking all of them (and the q, k, v biases) makes the
-  head add exactly 0 to the output. Scored by the L1 norm of those weights.
+- ``"head"``: whole attention heads of ``nn.MultiheadAttention`` or of a written-out attention with ``qkv`` and
+  ``proj`` Linears (``HeadLayout``): head h owns rows h·d … (h+1)·d − 1 of W_q, W_k and W_v (d = E / H) and the
+  same columns of W_o; masking all of them (and the q, k, v biases) makes the head add exactly 0 to the output.
+  Scored by the L1 norm of those weights.
 Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict), ``"global"``
 (one threshold over all layers' scores together) or ``"row"`` (each output row of W.flatten(1) its own comparison
 group, as Wanda prunes: ``prunelab.one_shot``).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +36,7 @@ from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
-           "keep_per_row", "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores",
+           "keep_per_row", "nm_masks", "unit_layers", "expand_units", "HeadLayout", "attention_layers", "head_scores",
            "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
@@ -202,58 +203,99 @@ def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor])
     return out
 
 
-def attention_layers(model: nn.Module, layers: list[str] | None = None) -> dict[str, nn.MultiheadAttention]:
-    """The ``nn.MultiheadAttention`` modules to prune by head: ``layers`` by name, or all of them."""
-    available = {name: m for name, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)}
+class HeadLayout(NamedTuple):
+    """Where the heads of one attention module live: ``qkv`` the packed [3E, E] projection W_in = [W_q; W_k; W_v]
+    (and its bias ``qkv_bias``, or None), ``out`` the [E, E] output projection W_o, ``heads`` H, ``embed_dim`` E.
+    Head h owns rows h·d … (h+1)·d − 1 of each of W_q, W_k, W_v (d = E / H) and the same columns of W_o."""
+    qkv: str
+    qkv_bias: str | None
+    out: str
+    heads: int
+    embed_dim: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.heads
+
+    def head_of(self, length: int) -> Tensor:
+        """For each of ``length`` rows of W_in (3E) or columns of W_o (E): the head it belongs to, int64 [length]."""
+        return (torch.arange(length) % self.embed_dim) // self.head_dim
+
+
+def _head_layout(model: nn.Module, name: str, module: nn.Module) -> HeadLayout | None:
+    """The HeadLayout of ``module``: an ``nn.MultiheadAttention`` with a packed ``in_proj_weight``, or a written-out
+    attention (nanoGPT's) with a Linear ``qkv`` (E -> 3E), a Linear ``proj`` (E -> E) and an int ``heads`` /
+    ``n_head`` / ``num_heads``; None for any other module."""
+    def masked_or_present(param: str) -> bool:
+        owner, _, tensor = param.rpartition(".")
+        m = model.get_submodule(owner)
+        return getattr(m, tensor, None) is not None or hasattr(m, tensor + "_orig")
+
+    if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
+        bias = f"{name}.in_proj_bias"
+        return HeadLayout(f"{name}.in_proj_weight", bias if masked_or_present(bias) else None,
+                          f"{name}.out_proj.weight", module.num_heads, module.embed_dim)
+    counts = [getattr(module, attr, None) for attr in ("heads", "n_head", "num_heads")]
+    heads = next((h for h in counts if isinstance(h, int) and not isinstance(h, bool) and h > 0), None)
+    qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
+    if (heads and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)
+            and qkv.out_features == 3 * qkv.in_features == 3 * proj.in_features and qkv.in_features % heads == 0):
+        bias = f"{name}.qkv.bias"
+        return HeadLayout(f"{name}.qkv.weight", bias if masked_or_present(bias) else None, f"{name}.proj.weight",
+                          heads, qkv.in_features)
+    return None
+
+
+def attention_layers(model: nn.Module, layers: list[str] | None = None) -> dict[str, HeadLayout]:
+    """The attention modules to prune by head, ``{name: HeadLayout}``: ``layers`` by name, or all of them
+    (``nn.MultiheadAttention``, and written-out attention with a ``qkv`` and a ``proj`` Linear, see ``HeadLayout``)."""
+    modules = dict(model.named_modules())
+    available = {name: layout for name, m in modules.items() if (layout := _head_layout(model, name, m))}
     if not available:
-        raise ValueError(f"{type(model).__name__} has no nn.MultiheadAttention, so no heads to prune; use "
-                         "granularity='weight' or 'neuron' for its Linear layers.")
+        raise ValueError(f"{type(model).__name__} has no attention whose heads prunelab can find (an "
+                         "nn.MultiheadAttention, or a module with Linear layers qkv (E -> 3E) and proj (E -> E) and "
+                         "an int `heads`), so no heads to prune; use granularity='weight' or 'neuron' for its Linear "
+                         "layers.")
     names = list(available) if layers is None else list(layers)
     for name in names:
-        if name not in available:
-            raise ValueError(f"{name!r} is not an nn.MultiheadAttention of {type(model).__name__}."
-                             f"{did_you_mean(name, available)} Its attention modules: {', '.join(available)}.")
-        if not available[name]._qkv_same_embed_dim:
+        if isinstance(modules.get(name), nn.MultiheadAttention) and name not in available:
             raise ValueError(f"{name!r} has separate q/k/v projections (kdim or vdim differ from embed_dim); "
                              "head pruning supports the packed in_proj_weight.")
+        if name not in available:
+            raise ValueError(f"{name!r} is not an attention module of {type(model).__name__} (an "
+                             f"nn.MultiheadAttention or a qkv/proj attention).{did_you_mean(name, available)} Its "
+                             f"attention modules: {', '.join(available)}.")
     return {name: available[name] for name in names}
 
 
-def _head_parameters(model: nn.Module, name: str) -> dict[str, tuple[Tensor, int]]:
+def _head_parameters(model: nn.Module, layout: HeadLayout) -> dict[str, tuple[Tensor, int]]:
     """``{param_name: (original tensor, dim along which its slices belong to heads)}`` of one attention."""
-    out = {f"{name}.in_proj_weight": 0, f"{name}.out_proj.weight": 1}
-    if model.get_submodule(name).in_proj_bias is not None or hasattr(model.get_submodule(name), "in_proj_bias_orig"):
-        out[f"{name}.in_proj_bias"] = 0
-    return {p: (M.original(model, p), dim) for p, dim in out.items()}
+    dims = {layout.qkv: 0, layout.out: 1, **({layout.qkv_bias: 0} if layout.qkv_bias else {})}
+    return {p: (M.original(model, p), dim) for p, dim in dims.items()}
 
 
-def _head_of_index(mha: nn.MultiheadAttention, length: int) -> Tensor:
-    """For each of ``length`` rows of in_proj (3E) or columns of out_proj (E): the head it belongs to."""
-    return (torch.arange(length) % mha.embed_dim) // mha.head_dim
-
-
-def head_scores(model: nn.Module, layers: dict[str, nn.MultiheadAttention]) -> dict[str, Tensor]:
+def head_scores(model: nn.Module, layers: dict[str, HeadLayout]) -> dict[str, Tensor]:
     """Per-head scores ``{attention: [H]}``: the L1 norm of the head's rows of W_q, W_k, W_v and columns of W_o."""
     out = {}
-    for name, mha in layers.items():
-        score = torch.zeros(mha.num_heads, dtype=torch.float64)
-        for param, (W, dim) in _head_parameters(model, name).items():
-            if param.endswith("bias"):
+    for name, layout in layers.items():
+        score = torch.zeros(layout.heads, dtype=torch.float64)
+        for param, (W, dim) in _head_parameters(model, layout).items():
+            if param == layout.qkv_bias:
                 continue
             per_index = W.detach().abs().sum(1 - dim).double().cpu()       # [3E] rows or [E] columns
-            score.index_add_(0, _head_of_index(mha, len(per_index)), per_index)
+            score.index_add_(0, layout.head_of(len(per_index)), per_index)
         out[name] = score.float()
     return out
 
 
 def head_masks_to_parameters(model: nn.Module, head_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Per-head keep-masks ``{attention: [H]}`` as parameter masks: the head's rows of in_proj_weight (q, k and
-    v) and of in_proj_bias, and its columns of out_proj.weight."""
+    """Per-head keep-masks ``{attention: [H]}`` as parameter masks: the head's rows of W_in (q, k and v) and of its
+    bias, and its columns of W_o."""
+    layouts = attention_layers(model, list(head_masks))
     out = {}
     for name, keep in head_masks.items():
-        mha = model.get_submodule(name)
-        for param, (W, dim) in _head_parameters(model, name).items():
-            per_index = keep.cpu()[_head_of_index(mha, W.shape[dim])].to(W.device)
+        for param, (W, dim) in _head_parameters(model, layouts[name]).items():
+            per_index = keep.cpu()[layouts[name].head_of(W.shape[dim])].to(W.device)
             out[param] = (per_index.view(-1, 1) if dim == 0 and W.dim() == 2 else per_index).expand(W.shape).clone()
     return out
 
@@ -362,8 +404,9 @@ def _alive(model: nn.Module, names, granularity: str) -> dict[str, Tensor]:
     mask omitted."""
     current = M.get_masks(model)
     if granularity == "head":
-        return {name: current[f"{name}.out_proj.weight"].any(0).view(-1, model.get_submodule(name).head_dim).any(1)
-                for name in names if f"{name}.out_proj.weight" in current}
+        layouts = attention_layers(model, list(names))
+        return {name: current[layout.out].any(0).view(layout.heads, layout.head_dim).any(1)
+                for name, layout in layouts.items() if layout.out in current}
     units = granularity in ("neuron", "channel")
     return {name: current[f"{name}.weight"].flatten(1).any(1) if units else current[f"{name}.weight"]
             for name in names if f"{name}.weight" in current}

@@ -287,12 +287,38 @@ def test_head_pruning_removes_whole_heads_exactly():
 def test_head_pruning_needs_attention_and_says_what_is_wrong():
     model = pl.build_model("vit_tiny")
     before = snapshot(model)
-    with pytest.raises(ValueError, match=r"'encoder\.layers\.0' is not an nn\.MultiheadAttention.*Did you mean"):
+    with pytest.raises(ValueError, match=r"'encoder\.layers\.0' is not an attention module of TinyViT.*"
+                                         r"Did you mean 'encoder\.layers\.0\.self_attn'"):
         prune(model, 0.5, granularity="head", layers=["encoder.layers.0"])
     with pytest.raises(ValueError, match="every head"):
         prune(model, 0.9, granularity="head")
     with pytest.raises(ValueError, match="criterion for heads must be one of 'magnitude', 'l1'"):
         prune(model, 0.5, granularity="head", criterion="taylor")
     assert same(snapshot(model), before, ordered=True)
-    with pytest.raises(ValueError, match="no nn.MultiheadAttention.*granularity='weight' or 'neuron'"):
+    with pytest.raises(ValueError, match="has no attention whose heads.*granularity='weight' or 'neuron'"):
         prune(pl.build_model("lenet300"), 0.5, granularity="head")
+
+
+def test_head_pruning_finds_the_heads_of_a_written_out_attention():
+    torch.manual_seed(0)
+    gpt = pl.models.TinyGPT(20, block_size=16, embed_dim=32, depth=2, heads=4).eval()
+    attn = "blocks.0.attn"                                       # CausalSelfAttention: Linears qkv and proj
+    masks = prune(gpt, 0.5, granularity="head", layers=[attn])
+    assert set(masks) == {f"{attn}.qkv.weight", f"{attn}.qkv.bias", f"{attn}.proj.weight"}
+    module = gpt.get_submodule(attn)
+    H, E = module.heads, module.proj.in_features
+    d = E // H
+    kept = masks[f"{attn}.proj.weight"].any(0).view(H, d).any(1)
+    assert int(kept.sum()) == H // 2
+    # by hand: causal attention per head with the removed heads' outputs dropped, from the original weights
+    W, b = M.original(gpt, f"{attn}.qkv.weight"), M.original(gpt, f"{attn}.qkv.bias")
+    W_o = M.original(gpt, f"{attn}.proj.weight")
+    x = torch.randn(2, 8, E)
+    B, T = x.shape[:2]
+    q, k, v = (x @ W[i * E:(i + 1) * E].T + b[i * E:(i + 1) * E] for i in range(3))
+    q, k, v = (t.view(B, T, H, d).transpose(1, 2) for t in (q, k, v))                 # [B, H, T, d]
+    scores = (q @ k.transpose(-1, -2) / d ** 0.5).masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
+    y = torch.softmax(scores, -1) @ v * kept.view(1, H, 1, 1)
+    expected = y.transpose(1, 2).reshape(B, T, E) @ W_o.T + module.proj.bias
+    assert torch.allclose(module(x), expected, atol=1e-5)
+    assert set(pl.pruning.attention_layers(gpt)) == {"blocks.0.attn", "blocks.1.attn"}
