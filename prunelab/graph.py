@@ -17,7 +17,9 @@ What the rest of prunelab asks of that graph is here, once:
 - ``activation_node`` / ``sole_linear_reader``: where a layer's units have their value (after BatchNorm and
   the activation) and the Linear that alone reads them;
 - ``input_and_output`` / ``frontier`` / ``subgraph``: cut the graph and run a part of it, e.g. everything after a
-  layer's activations with those activations changed.
+  layer's activations with those activations changed;
+- ``head_layout`` / ``HeadLayout``: where an attention module's heads live in its weights (rows of W_q, W_k,
+  W_v and columns of W_o), for ``nn.MultiheadAttention`` and for attention written out with ``qkv``/``proj``.
 
 ``shrink`` slices along the groups, ``data_criteria`` runs the parts around a layer's activations, ``pruning`` masks the
 BatchNorm that follows a conv. Own models (and, later, transformers) extend this module.
@@ -38,7 +40,7 @@ from torch import Tensor, fx, nn
 __all__ = ["GraphError", "Route", "Reader", "ChannelGroup", "trace", "layer_node", "layer_nodes", "units",
            "ELEMENTWISE_MODULES", "ELEMENTWISE_FUNCTIONS", "ELEMENTWISE_METHODS", "elementwise_op", "is_elementwise",
            "sole_user", "following_batchnorm", "routes", "channel_groups", "activation_node", "sole_linear_reader",
-           "frontier", "subgraph", "input_and_output"]
+           "frontier", "subgraph", "input_and_output", "HeadLayout", "head_layout"]
 
 # Operations that act on each unit alone. Each can be applied to a tensor of unit values [n]: shrink feeds it
 # the constant a dead unit outputs (ReLU(-3) = 0, Sigmoid(0) = 0.5).
@@ -504,3 +506,48 @@ def input_and_output(gm: fx.GraphModule) -> tuple[fx.Node, fx.Node]:
     if len(placeholders) != 1 or not isinstance(result, fx.Node):
         raise TypeError("This needs a model taking one input tensor and returning one tensor of logits.")
     return placeholders[0], result
+
+
+# ---------------------------------------------------------------------- attention heads
+
+class HeadLayout(NamedTuple):
+    """Where the heads of one attention module live: ``qkv`` the packed [3E, E] projection W_in = [W_q; W_k; W_v]
+    (and its bias ``qkv_bias``, or None), ``out`` the [E, E] output projection W_o, ``heads`` H, ``embed_dim`` E.
+    Head h owns rows h·d … (h+1)·d − 1 of each of W_q, W_k, W_v (d = E / H) and the same columns of W_o."""
+    qkv: str
+    qkv_bias: str | None
+    out: str
+    heads: int
+    embed_dim: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.heads
+
+    def head_of(self, length: int) -> Tensor:
+        """For each of ``length`` rows of W_in (3E) or columns of W_o (E): the head it belongs to, int64 [length]."""
+        return (torch.arange(length) % self.embed_dim) // self.head_dim
+
+
+def head_layout(model: nn.Module, name: str, module: nn.Module) -> HeadLayout | None:
+    """The HeadLayout of ``module``: an ``nn.MultiheadAttention`` with a packed ``in_proj_weight``, or a written-out
+    attention (nanoGPT's) with a Linear ``qkv`` (E -> 3E), a Linear ``proj`` (E -> E) and an int ``heads`` /
+    ``n_head`` / ``num_heads``; None for any other module."""
+    def masked_or_present(param: str) -> bool:
+        owner, _, tensor = param.rpartition(".")
+        m = model.get_submodule(owner)
+        return getattr(m, tensor, None) is not None or hasattr(m, tensor + "_orig")
+
+    if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
+        bias = f"{name}.in_proj_bias"
+        return HeadLayout(f"{name}.in_proj_weight", bias if masked_or_present(bias) else None,
+                          f"{name}.out_proj.weight", module.num_heads, module.embed_dim)
+    counts = [getattr(module, attr, None) for attr in ("heads", "n_head", "num_heads")]
+    heads = next((h for h in counts if isinstance(h, int) and not isinstance(h, bool) and h > 0), None)
+    qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
+    if (heads and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)
+            and qkv.out_features == 3 * qkv.in_features == 3 * proj.in_features and qkv.in_features % heads == 0):
+        bias = f"{name}.qkv.bias"
+        return HeadLayout(f"{name}.qkv.weight", bias if masked_or_present(bias) else None, f"{name}.proj.weight",
+                          heads, qkv.in_features)
+    return None

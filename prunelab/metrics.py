@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import graph
 from ._helpers import did_you_mean, in_mode, temporary_path
 from .data import Data, as_image_set
 from .masks import effective, effective_state_dict, prunable_layers
@@ -131,6 +132,13 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
+def _attention_products(L: int, S: int, E: int, W_o: Tensor, heads: int) -> LayerMACs:
+    """Q Kᵀ and the weighted sum of V for L queries and S keys: 2 · L · S · E MACs; effective: those of the heads
+    whose columns of W_o [E, E] are not all zero, 2 · L · S · d each (d = E / heads)."""
+    alive = int((W_o != 0).any(0).view(heads, E // heads).any(1).sum())
+    return LayerMACs(2 * L * S * E, 2 * L * S * (E // heads) * alive)
+
+
 def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, data: Data | None = None) -> MACCount:
     """MACs of one forward pass, per image, counted by forward hooks on every Linear, Conv2d and
     MultiheadAttention.
@@ -174,14 +182,26 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None, *, 
             counts[f"{name}.in_proj"] = LayerMACs(L * W_q.numel() + S * (W_k.numel() + W_v.numel()),
                                                   L * int(W_q.count_nonzero())
                                                   + S * int(W_k.count_nonzero() + W_v.count_nonzero()))
-            heads_alive = int((W_o != 0).any(0).view(mha.num_heads, mha.head_dim).any(1).sum())
-            counts[f"{name}.attention"] = LayerMACs(2 * L * S * E, 2 * L * S * mha.head_dim * heads_alive)
+            counts[f"{name}.attention"] = _attention_products(L, S, E, W_o, mha.num_heads)
             counts[f"{name}.out_proj"] = LayerMACs(L * W_o.numel(), L * int(W_o.count_nonzero()))
         return count
 
+    def written_out_hook(name: str, layout: graph.HeadLayout):
+        out_layer = model.get_submodule(layout.out.rpartition(".")[0])
+
+        def count(module: nn.Module, inputs, out) -> None:     # its qkv and proj Linears count themselves
+            T = inputs[0].shape[-2]                             # x: [B, T, E]
+            counts[f"{name}.attention"] = _attention_products(T, T, layout.embed_dim, effective(out_layer),
+                                                              layout.heads)
+        return count
+
     handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
-    handles += [m.register_forward_hook(attention_hook(name)) for name, m in model.named_modules()
-                if isinstance(m, nn.MultiheadAttention)]
+    for name, m in model.named_modules():
+        layout = None if isinstance(m, nn.MultiheadAttention) else graph.head_layout(model, name, m)
+        if isinstance(m, nn.MultiheadAttention):
+            handles.append(m.register_forward_hook(attention_hook(name)))
+        elif layout is not None:
+            handles.append(m.register_forward_hook(written_out_hook(name, layout)))
     device, dtype = _device_and_dtype(model)
     try:
         with in_mode(model, training=False), torch.no_grad():

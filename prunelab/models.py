@@ -161,9 +161,9 @@ class TinyGPT(nn.Module):
     biases, and N(0, 0.02 / √(2 · depth)) for the two projections that write into the residual stream.
 
     Ids may come as floats holding whole numbers (``prunelab.metrics.count_macs`` feeds ``torch.zeros`` of the
-    model's float dtype): they are cast to int64. ``count_macs(model, (1, T))`` then counts every Linear, T times;
-    it does not see the attention products Q Kᵀ and the weighted sum of V (2 · T² · E per block, causal or not),
-    which are not a Linear.
+    model's float dtype): they are cast to int64. ``count_macs(model, (1, T))`` then counts every Linear, T times,
+    and the attention products Q Kᵀ and the weighted sum of V (2 · T² · E per block, causal or not: the attention
+    is found by ``graph.head_layout``).
     """
 
     def __init__(self, vocab_size: int, block_size: int = 128, embed_dim: int = 128, depth: int = 4, heads: int = 4):

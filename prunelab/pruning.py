@@ -7,7 +7,7 @@ Granularity:
 - ``"neuron"`` / ``"channel"``: whole units (rows of a Linear's W, filters of a Conv2d's W), scored per unit;
   a removed unit's bias and the following BatchNorm's weight and bias are masked too, so its output is 0;
 - ``"head"``: whole attention heads of ``nn.MultiheadAttention`` or of a written-out attention with ``qkv`` and
-  ``proj`` Linears (``HeadLayout``): head h owns rows h·d … (h+1)·d − 1 of W_q, W_k and W_v (d = E / H) and the
+  ``proj`` Linears (``graph.HeadLayout``): head h owns rows h·d … (h+1)·d − 1 of W_q, W_k and W_v (d = E / H) and the
   same columns of W_o; masking all of them (and the q, k, v biases) makes the head add exactly 0 to the output.
   Scored by the L1 norm of those weights.
 Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict), ``"global"``
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +30,13 @@ from torch import Tensor, nn
 from . import masks as M
 from ._helpers import did_you_mean, in_mode, select_layers
 from .data import Data, as_image_set
-from .graph import following_batchnorm
+from .graph import HeadLayout, following_batchnorm, head_layout
 from .scores import CALIBRATION_EXAMPLE
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
-           "keep_per_row", "nm_masks", "unit_layers", "expand_units", "HeadLayout", "attention_layers", "head_scores",
+           "keep_per_row", "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores",
            "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
@@ -203,54 +203,12 @@ def unit_masks_to_parameters(model: nn.Module, unit_masks: Mapping[str, Tensor])
     return out
 
 
-class HeadLayout(NamedTuple):
-    """Where the heads of one attention module live: ``qkv`` the packed [3E, E] projection W_in = [W_q; W_k; W_v]
-    (and its bias ``qkv_bias``, or None), ``out`` the [E, E] output projection W_o, ``heads`` H, ``embed_dim`` E.
-    Head h owns rows h·d … (h+1)·d − 1 of each of W_q, W_k, W_v (d = E / H) and the same columns of W_o."""
-    qkv: str
-    qkv_bias: str | None
-    out: str
-    heads: int
-    embed_dim: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.heads
-
-    def head_of(self, length: int) -> Tensor:
-        """For each of ``length`` rows of W_in (3E) or columns of W_o (E): the head it belongs to, int64 [length]."""
-        return (torch.arange(length) % self.embed_dim) // self.head_dim
-
-
-def _head_layout(model: nn.Module, name: str, module: nn.Module) -> HeadLayout | None:
-    """The HeadLayout of ``module``: an ``nn.MultiheadAttention`` with a packed ``in_proj_weight``, or a written-out
-    attention (nanoGPT's) with a Linear ``qkv`` (E -> 3E), a Linear ``proj`` (E -> E) and an int ``heads`` /
-    ``n_head`` / ``num_heads``; None for any other module."""
-    def masked_or_present(param: str) -> bool:
-        owner, _, tensor = param.rpartition(".")
-        m = model.get_submodule(owner)
-        return getattr(m, tensor, None) is not None or hasattr(m, tensor + "_orig")
-
-    if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
-        bias = f"{name}.in_proj_bias"
-        return HeadLayout(f"{name}.in_proj_weight", bias if masked_or_present(bias) else None,
-                          f"{name}.out_proj.weight", module.num_heads, module.embed_dim)
-    counts = [getattr(module, attr, None) for attr in ("heads", "n_head", "num_heads")]
-    heads = next((h for h in counts if isinstance(h, int) and not isinstance(h, bool) and h > 0), None)
-    qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
-    if (heads and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)
-            and qkv.out_features == 3 * qkv.in_features == 3 * proj.in_features and qkv.in_features % heads == 0):
-        bias = f"{name}.qkv.bias"
-        return HeadLayout(f"{name}.qkv.weight", bias if masked_or_present(bias) else None, f"{name}.proj.weight",
-                          heads, qkv.in_features)
-    return None
-
-
 def attention_layers(model: nn.Module, layers: list[str] | None = None) -> dict[str, HeadLayout]:
     """The attention modules to prune by head, ``{name: HeadLayout}``: ``layers`` by name, or all of them
-    (``nn.MultiheadAttention``, and written-out attention with a ``qkv`` and a ``proj`` Linear, see ``HeadLayout``)."""
+    (``nn.MultiheadAttention``, and written-out attention with a ``qkv`` and a ``proj`` Linear, see
+    ``graph.HeadLayout``)."""
     modules = dict(model.named_modules())
-    available = {name: layout for name, m in modules.items() if (layout := _head_layout(model, name, m))}
+    available = {name: layout for name, m in modules.items() if (layout := head_layout(model, name, m))}
     if not available:
         raise ValueError(f"{type(model).__name__} has no attention whose heads prunelab can find (an "
                          "nn.MultiheadAttention, or a module with Linear layers qkv (E -> 3E) and proj (E -> E) and "

@@ -289,3 +289,13 @@ def test_macs_count_attention_its_projections_and_products():
     pruned = pl.metrics.count_macs(model)
     assert pruned.layers[f"{attn}.out_proj"].effective == L * E * E // 2
     assert pruned.layers[f"{attn}.in_proj"].effective == 3 * L * E * E * 3 // 4
+
+
+def test_macs_count_the_products_of_a_written_out_attention_and_its_heads_left():
+    gpt = pl.models.TinyGPT(20, block_size=16, embed_dim=32, depth=2, heads=4)
+    T, E = 16, 32
+    assert pl.metrics.count_macs(gpt, (1, T)).layers["blocks.0.attn.attention"].dense == 2 * T * T * E
+    pl.prune(gpt, 0.5, granularity="head", layers=["blocks.0.attn"])
+    products = pl.metrics.count_macs(gpt, (1, T)).layers
+    assert products["blocks.0.attn.attention"].effective * 2 == products["blocks.0.attn.attention"].dense
+    assert products["blocks.1.attn.attention"].effective == products["blocks.1.attn.attention"].dense

@@ -142,7 +142,10 @@ def test_gpt_size_and_macs_are_the_documented_ones():
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 4 * 4 + 1 and model.head.weight is not model.token.weight    # untied head
     macs = pl.metrics.count_macs(model, (1, 128))      # float zeros as ids: cast inside the model
-    assert macs.dense == 128 * sum(m.weight.numel() for m in linears)
+    T_, E = 128, 128
+    products = 4 * 2 * T_ * T_ * E                      # per block: Q Kᵀ and the weighted sum of V
+    assert macs.dense == T_ * sum(m.weight.numel() for m in linears) + products
+    assert macs.layers["blocks.0.attn.attention"].dense == 2 * T_ * T_ * E
 
 
 def test_committed_checkpoint_reproduces_its_recorded_perplexity(validation):
