@@ -32,24 +32,13 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import prunelab as pl
+from machine import cpu_name
 from prunelab import masks as M
 from prunelab.one_shot import sparsegpt
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():

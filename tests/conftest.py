@@ -71,3 +71,15 @@ def same(a, b, *, ordered=False):
     """Two state-dict snapshots hold the same keys (in the same order, if ``ordered``) and bit-identical tensors."""
     keys_match = list(a) == list(b) if ordered else a.keys() == b.keys()
     return keys_match and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def randomize_batchnorm(model, g):
+    """Non-trivial running statistics and affine parameters, so a slicing error cannot hide behind 0 and 1."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model

@@ -13,6 +13,7 @@ from torch import nn
 import prunelab as pl
 from prunelab import graph
 from prunelab.graph import Reader
+from conftest import randomize_batchnorm, same, snapshot
 from prunelab.shrink import group_importance, shrink, shrink_groups
 
 
@@ -44,18 +45,6 @@ class ResidualCNN(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))                          # [B, 10]
 
 
-def randomize_batchnorm(model, g):
-    """Non-trivial running statistics and affine parameters, so a slicing error cannot hide behind 0 and 1."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
-
-
 def zero_channels(model, removed):
     """A copy of ``model`` where the channels ``removed[group]`` of each group output exactly 0: the filters and
     bias entries of every producer and gamma and beta of every BatchNorm of the group are zeroed."""
@@ -68,14 +57,6 @@ def zero_channels(model, removed):
                 if m.bias is not None:
                     m.bias[idx] = 0
     return masked
-
-
-def state(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def same_state(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_groups_of_a_small_residual_cnn_are_the_expected_ones():
@@ -109,8 +90,8 @@ def test_resnet18_has_one_group_per_stage_and_one_per_block_interior():
 @pytest.mark.parametrize("index", range(5))
 def test_shrinking_one_group_of_the_small_cnn_matches_zeroing_it(index):
     g = torch.Generator().manual_seed(index)
-    model = randomize_batchnorm(ResidualCNN(), g)
-    before = state(model)
+    model = randomize_batchnorm(ResidualCNN(), g).eval()
+    before = snapshot(model)
     group = graph.channel_groups(model)[index]
     order = torch.randperm(group.channels, generator=g)
     kept, removed = order[: group.channels // 2].sort().values, order[group.channels // 2:]
@@ -122,7 +103,7 @@ def test_shrinking_one_group_of_the_small_cnn_matches_zeroing_it(index):
         torch.testing.assert_close(small(x), zero_channels(model, {group: removed})(x), rtol=1e-4, atol=1e-5)
     assert all(small.get_submodule(p).out_channels == len(kept) for p in group.producers)
     assert all(small.get_submodule(b).num_features == len(kept) for b in group.batchnorms)
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 def test_a_depthwise_conv_loses_its_input_and_output_channels_together():
@@ -148,7 +129,7 @@ class PreNorm(nn.Module):
 
 def test_a_conv_that_reads_and_writes_its_own_group_loses_rows_and_columns_alike():
     g = torch.Generator().manual_seed(10)
-    model = randomize_batchnorm(PreNorm(), g)
+    model = randomize_batchnorm(PreNorm(), g).eval()
     (group, _) = graph.channel_groups(model)
     assert (group.producers, group.batchnorms, group.consumers) == (
         ("a", "b"), ("bn",), (Reader("b", False), Reader("fc", True)))
@@ -168,8 +149,8 @@ def lowest(model, group, ratio):
 @pytest.mark.parametrize("model_name", ["small", "resnet18"])
 def test_shrink_groups_matches_the_model_with_the_least_important_channels_zeroed(model_name):
     g = torch.Generator().manual_seed(9)
-    model = randomize_batchnorm(ResidualCNN() if model_name == "small" else pl.build_model("resnet18"), g)
-    before = state(model)
+    model = randomize_batchnorm(ResidualCNN() if model_name == "small" else pl.build_model("resnet18"), g).eval()
+    before = snapshot(model)
     groups = [grp for grp in graph.channel_groups(model) if not grp.blocked]
 
     small = shrink_groups(model, 0.5)
@@ -178,7 +159,7 @@ def test_shrink_groups_matches_the_model_with_the_least_important_channels_zeroe
     with torch.no_grad():
         torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-5)
     assert all(small.get_submodule(p).out_channels == grp.channels // 2 for grp in groups for p in grp.producers)
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 def test_group_importance_sums_the_l1_norms_of_every_producer():
@@ -283,10 +264,10 @@ def test_a_group_that_cannot_be_cut_says_which_node_stops_it(make, name, match):
     model = make()
     group = next(g for g in graph.channel_groups(model) if name in g.producers)
     assert re.search(match, group.blocked)
-    before = state(model)
+    before = snapshot(model)
     with pytest.raises(ValueError, match=rf"Cannot shrink '{name}': .*{match}"):
         shrink(model, {name: [0]})
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
     assert pl.count_parameters(shrink_groups(model, 0.5)) <= pl.count_parameters(model)   # the rest still shrinks
 
 
@@ -309,10 +290,10 @@ def test_the_cut_groups_of_the_blocked_examples():
 ])
 def test_shrink_groups_bad_input_says_what_is_wrong_and_leaves_the_model_untouched(kwargs, error, match):
     model = pl.build_model("resnet18")
-    before = state(model)
+    before = snapshot(model)
     with pytest.raises(error, match=match):
         shrink_groups(model, **kwargs)
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 @pytest.mark.parametrize("keep, match", [
@@ -322,10 +303,10 @@ def test_shrink_groups_bad_input_says_what_is_wrong_and_leaves_the_model_untouch
 ])
 def test_shrink_bad_names_on_resnet18_leave_it_untouched(keep, match):
     model = pl.build_model("resnet18")
-    before = state(model)
+    before = snapshot(model)
     with pytest.raises(ValueError, match=match):
         shrink(model, keep)
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 class MeanPooled(nn.Module):
@@ -344,7 +325,7 @@ class MeanPooled(nn.Module):
 @pytest.mark.parametrize("dims", [(2, 3), (-1, -2)])
 def test_a_spatial_mean_passes_channels_to_the_linear_that_reads_them(dims):
     g = torch.Generator().manual_seed(0)
-    model = randomize_batchnorm(MeanPooled(dims), g)
+    model = randomize_batchnorm(MeanPooled(dims), g).eval()
     group = graph.channel_groups(model)[0]
     assert group.blocked is None and group.consumers == (Reader("fc", True),)
     kept, removed = torch.tensor([0, 2, 5]), torch.tensor([1, 3, 4, 6, 7])

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import prunelab as pl
+from conftest import randomize_batchnorm, same, snapshot
 from prunelab.shrink import channels_to_keep, shrink, shrinkable_layers
 
 
@@ -32,26 +33,6 @@ def masked_equivalent(model, keep, bn_of=lambda name: None):
     return masked
 
 
-def state(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def same_state(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def randomize_batchnorm(model, g):
-    """Non-trivial running statistics and affine parameters, so a slicing error cannot hide behind 0 and 1."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model
-
-
 VGG_BN = lambda name: name.replace("conv", "bn")  # noqa: E731  conv{i} -> bn{i}
 
 
@@ -62,7 +43,7 @@ def test_vgg_small_half_channels_matches_the_masked_model(pretrained, test_set):
     model.eval()
     widths = [16, 16, 32, 32, 64, 64]
     keep = {f"conv{i}": half(w, g) for i, w in enumerate(widths, start=1)}
-    before = state(model)
+    before = snapshot(model)
 
     small = shrink(model, keep)
     masked = masked_equivalent(model, keep, VGG_BN).eval()
@@ -74,7 +55,7 @@ def test_vgg_small_half_channels_matches_the_masked_model(pretrained, test_set):
     bns = 2 * (8 + 8 + 16 + 16 + 32 + 32)
     fc = 32 * 3 * 3 * 10 + 10
     assert pl.count_parameters(small) == convs + bns + fc == 21_042
-    assert pl.count_parameters(model) == 77_786 and same_state(state(model), before)
+    assert pl.count_parameters(model) == 77_786 and same(snapshot(model), before)
     assert small.fc.in_features == 32 * 9 and small.bn6.running_mean.shape == (32,)
     assert type(small) is type(model) and not small.training
 
@@ -85,7 +66,7 @@ def test_shrinking_a_masked_model_gives_plain_effective_weights_and_leaves_the_m
     keep = {f"conv{i}": half(w, g) for i, w in enumerate([16, 16, 32, 32, 64, 64], start=1)}
     masked = masked_equivalent(model, keep, VGG_BN)
     masked(torch.randn(2, 1, 28, 28, generator=g))        # with grad: `weight` is now a non-leaf tensor
-    before = state(masked)
+    before = snapshot(masked)
 
     small = shrink(masked, keep)
     x = torch.randn(8, 1, 28, 28, generator=g)
@@ -94,7 +75,7 @@ def test_shrinking_a_masked_model_gives_plain_effective_weights_and_leaves_the_m
     assert not any(k.endswith(("_orig", "_mask")) for k in small.state_dict())
     assert all(not m._forward_pre_hooks for m in small.modules())
     assert all(isinstance(p, nn.Parameter) for p in [small.conv1.weight, small.bn1.weight, small.bn1.bias])
-    assert same_state(state(masked), before) and hasattr(masked.conv1, "weight_mask")
+    assert same(snapshot(masked), before) and hasattr(masked.conv1, "weight_mask")
 
 
 def test_lenet300_neuron_removal_matches_zeroed_rows_and_bias_entries():
@@ -132,7 +113,7 @@ def test_resnet18_internal_channels_of_every_basic_block_match_the_masked_model(
     blocks = [f"layer{s}.{b}" for s in range(1, 5) for b in range(2)]
     widths = [64, 64, 128, 128, 256, 256, 512, 512]
     keep = {f"{blk}.conv1": half(w, g) for blk, w in zip(blocks, widths)}
-    before = state(model)
+    before = snapshot(model)
 
     small = shrink(model, keep)
     masked = masked_equivalent(model, keep, lambda name: name.replace("conv1", "bn1")).eval()
@@ -144,14 +125,14 @@ def test_resnet18_internal_channels_of_every_basic_block_match_the_masked_model(
     removed = sum(ci * (w // 2) * 9 + 2 * (w // 2) + (w // 2) * w * 9 for ci, w in zip(c_in, widths))
     assert pl.count_parameters(small) == 11_175_370 - removed
     assert small.layer3[0].conv2.in_channels == 128 and small.layer3[0].bn1.num_features == 128
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 @pytest.mark.parametrize("name, stage", [("layer1.0.conv2", 1), ("layer2.0.downsample.0", 2), ("conv1", 1)])
 def test_resnet18_channels_tied_by_a_residual_add_shrink_with_their_whole_group(name, stage):
     g = torch.Generator().manual_seed(8)
     model = randomize_batchnorm(pl.build_model("resnet18"), g).eval()
-    before = state(model)
+    before = snapshot(model)
     group = next(grp for grp in pl.graph.channel_groups(model) if name in grp.producers)
     keep = half(group.channels, g)
 
@@ -165,7 +146,7 @@ def test_resnet18_channels_tied_by_a_residual_add_shrink_with_their_whole_group(
     assert set(group.producers) >= {f"{blk}.conv2" for blk in blocks}
     assert all(small.get_submodule(p).out_channels == group.channels // 2 for p in group.producers)
     assert all(small.get_submodule(r.name).in_channels == group.channels // 2 for r in group.consumers)
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 def test_two_layers_of_one_group_must_keep_the_same_channels():
@@ -204,10 +185,10 @@ def test_shrinkable_layers_are_the_untied_hidden_layers():
 ])
 def test_bad_input_says_what_is_wrong_and_leaves_the_model_untouched(keep, error, match):
     model = pl.build_model("vgg_small")
-    before = state(model)
+    before = snapshot(model)
     with pytest.raises(error, match=match):
         shrink(model, keep)
-    assert same_state(state(model), before)
+    assert same(snapshot(model), before)
 
 
 def test_a_boolean_keep_mask_shrinks_like_the_indices_it_keeps():
