@@ -1,28 +1,85 @@
-"""Test accuracy after every slider move, fast: cache the activations that a change cannot touch.
+"""Test accuracy after every slider move, fast: keep what a change cannot touch, and update what it can.
 
-A model that is an ``nn.Sequential`` computes h_{i+1} = f_i(h_i). Masking layer k changes f_k only, so the
-inputs h_0 … h_k of the layers before it stay the same: ``LiveAccuracy`` keeps them and, after a change,
-runs the model from the first changed layer on. For LeNet-300-100 on the full test set (10,000 images) that
-is about 20 ms when fc1 changes and 3 ms when only fc2 or fc3 does (benches/bench_explorer.py).
+**Cut the graph at the change.** Masking layer L changes what L and everything after it computes; every value
+computed before L stays the same. ``LiveAccuracy`` traces the model (``torch.fx``, ``prunelab.graph``) and, for
+the first layer that changed, keeps the values the rest of the graph reads from before L (``graph.frontier``)
+for every image. The next change at L or after runs only the rest of the graph. This works for any traceable
+model: a chain, a ResNet's residual blocks (the frontier then holds the block's input too), a ViT whose encoder
+fx keeps whole (a change inside it runs from the encoder on). The most recently used cuts are kept while they
+fit in ``max_cache_bytes``.
 
-The cached activations belong to the model's current state. Say which layers changed (``changed=``) each
-time; ``changed=None`` means "anything may have changed" and runs the whole model. Models that are not
-``nn.Sequential``, or whose activations would not fit in ``max_cache_bytes``, are always run whole.
+**Update a Linear by what changed.** When the first changed layer is a Linear (y = x Wᵀ + b, x [n, in]) whose
+output y₀ for weights W₀ is kept from the last call, its output for the new effective weights W is
+
+    y = y₀ + x ΔWᵀ,   ΔW = W − W₀,
+
+and ΔW is sparse: a slider step flips a few masks. With nnz(ΔW) entries this costs nnz · n multiply-adds instead
+of in · out · n (LeNet-300-100's fc1 at a step of 0.01 of sparsity: 2,352 instead of 235,200 per image). The new
+y and W are the next call's y₀ and W₀. The sum runs in another order than x Wᵀ, so a logit can differ from a
+fresh computation in its last bits (as it does between two CPUs), and each update adds at most one rounding: after
+``refresh_every`` updates, or when more than ``dense_fraction`` of the weights changed at once (a jump of the
+slider), the layer is computed whole again.
+
+Say which layers changed (``changed=``) on each call; ``changed=None`` means "anything may have changed" and
+runs the whole model. A model fx cannot trace (or with several inputs) is always run whole.
 """
 
 from __future__ import annotations
 
+import operator
 import time
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
+from . import graph, masks
 from ._helpers import in_mode
 from .data import Data, as_image_set
 from .training import eval_batch_size, model_device
 
 __all__ = ["LiveAccuracy"]
+
+_INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.iand, operator.ior}
+
+
+@dataclass
+class _Part:
+    """A part of the graph (``graph.subgraph``) and which of its inputs it changes in place: it runs on copies of
+    those, so that kept values stay as they were."""
+    module: fx.GraphModule
+    cloned: list[int]
+
+    def __call__(self, values: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return self.module(*(v.clone() if i in self.cloned else v for i, v in enumerate(values)))
+
+
+@dataclass
+class _Cut:
+    """The values the graph after node ``at`` reads (``inputs``, the frontier), for every batch (``values``), and
+    the part of the graph that maps them to the logits (``rest``). For a Linear ``at`` with ``weight``/``bias``
+    recorded, the cut is also the base y₀ of that layer's incremental update."""
+    at: fx.Node
+    inputs: list[fx.Node]
+    rest: _Part
+    values: list[tuple[Tensor, ...]] = field(default_factory=list)
+    weight: Tensor | None = None               # W₀ and b₀, when this cut is the base of the Linear ``at``
+    bias: Tensor | None = None
+    x_t: list[Tensor] = field(default_factory=list)   # ... and its input per batch, transposed: xᵀ [in, n]
+    updates: int = 0                           # ... and how many updates y₀ has had since it was computed whole
+
+    @property
+    def bytes(self) -> int:
+        kept = [t for batch in self.values for t in batch] + self.x_t
+        return sum(t.numel() * t.element_size() for t in kept)
+
+    def run(self, batch: int, replace: dict[int, Tensor] | None = None) -> Tensor:
+        values = list(self.values[batch])
+        for i, value in (replace or {}).items():
+            values[i] = value
+        return self.rest(tuple(values))[0]
 
 
 class LiveAccuracy:
@@ -30,78 +87,220 @@ class LiveAccuracy:
 
     ``accuracy(changed)`` returns the fraction correct in [0, 1]; ``changed`` names the layers whose weights
     or masks changed since the last call (qualified names such as ``"fc2"`` or ``"layer1.0.conv1"``).
-    ``seconds`` is the time the last call took.
+    ``seconds`` is the time the last call took, ``path`` how it ran (``"whole model"``, ``"from 'fc2'"``,
+    ``"fc1 updated by ΔW (2352 weights)"``, ``"unchanged"``).
     """
 
-    def __init__(self, model: nn.Module, data: Data, *, max_cache_bytes: float = 512e6):
+    def __init__(self, model: nn.Module, data: Data, *, max_cache_bytes: float = 512e6,
+                 dense_fraction: float = 0.05, refresh_every: int = 50):
         self.model = model
         self.data = data = as_image_set(data, "LiveAccuracy")
         self.labels = data.labels.to(model_device(model))
         self.batch_size = eval_batch_size(model)
         self.max_cache_bytes = max_cache_bytes
-        self.children = list(model.named_children()) if isinstance(model, nn.Sequential) else []
-        self._inputs: list[list[Tensor]] | None = None   # per batch: inputs to each child, h_0 … h_n
-        self._correct = 0                                  # of the last call
+        self.dense_fraction, self.refresh_every = dense_fraction, refresh_every
+        self.gm = _traceable(model)
+        self.position = {node: i for i, node in enumerate(self.gm.graph.nodes)} if self.gm is not None else {}
+        self._cuts: dict[fx.Node, _Cut] = {}        # kept frontiers, least recently used first
+        self._parts: dict[tuple, _Part] = {}
+        self._correct: int | None = None
         self.seconds = 0.0
+        self.path = ""
 
-    def _first_changed(self, changed: Iterable[str] | None) -> int:
-        if changed is None or self._inputs is None:
-            return 0
-        index = {name: i for i, (name, _) in enumerate(self.children)}
-        firsts = [index.get(name.split(".")[0]) for name in changed]
-        if any(i is None for i in firsts):
-            return 0
-        return min(firsts, default=len(self.children))
-
+    # ------------------------------------------------------------------ public
     @torch.inference_mode()
     def accuracy(self, changed: Iterable[str] | None = None) -> float:
         start = time.perf_counter()
         with in_mode(self.model, training=False):
-            correct = self._correct = self._run(self._first_changed(changed))
+            self._correct = self._count(None if changed is None else list(changed))
         self.seconds = time.perf_counter() - start
-        return correct / len(self.labels)
+        return self._correct / len(self.labels)
 
-    def _run(self, first: int) -> int:
-        if not self.children:                      # not a chain of layers: run the model whole
-            x = self.data.normalized(model_device(self.model))
-            return sum(int((self.model(x[i:i + self.batch_size]).argmax(1) == self.labels[i:i + self.batch_size])
-                           .sum()) for i in range(0, len(x), self.batch_size))
-        if self._inputs is None:
-            return self._run_and_cache()
-        if first >= len(self.children):           # nothing changed
+    def layer_node(self, name: str) -> fx.Node | None:
+        """The first node that runs layer ``name``: the call of the layer itself, or of the module fx kept whole
+        around it (``encoder`` for ``encoder.layers.0.linear1``); None when the graph never calls it."""
+        for node in self.position:
+            if node.op == "call_module" and (node.target == name or name.startswith(node.target + ".")):
+                return node
+        return None
+
+    # ------------------------------------------------------------------ how a call runs
+    def _count(self, changed: list[str] | None) -> int:
+        if self.gm is None:
+            self.path = "whole model"
+            return self._run_whole()
+        if changed is not None and not changed and self._correct is not None:
+            self.path = "unchanged"
             return self._correct
-        correct = 0
-        for b, inputs in enumerate(self._inputs):
-            h = inputs[first]
-            for i in range(first, len(self.children)):
-                if i > first:
-                    inputs[i] = h
-                h = self.children[i][1](h)
-            correct += int((h.argmax(1) == self._labels_of(b)).sum())
-        return correct
+        first = self._first_node(changed)
+        self._forget_stale(first)
+        if first is None or self._correct is None:
+            self.path = "whole model"
+            return self._run_from(None, first)
+        if isinstance(self._module(first), nn.Linear) and first.target in (changed or ()):
+            correct = self._update_linear(first)
+            if correct is not None:
+                return correct
+        self.path = f"from {first.target!r}"
+        return self._run_from(self._latest_cut_before(first), first)
 
-    def _labels_of(self, b: int) -> Tensor:
-        return self.labels[b * self.batch_size:(b + 1) * self.batch_size]
+    def _first_node(self, changed: list[str] | None) -> fx.Node | None:
+        """The earliest node that runs a changed layer; None: run everything (unknown layer, or changed=None)."""
+        if changed is None:
+            return None
+        nodes = [self.layer_node(name) for name in changed]
+        if any(node is None for node in nodes):
+            return None
+        return min(nodes, key=self.position.__getitem__)
 
-    def _run_and_cache(self) -> int:
-        """The first, full pass: keep every layer's input if they all fit in ``max_cache_bytes``."""
+    def _forget_stale(self, first: fx.Node | None) -> None:
+        """Drop the cuts whose values a change at ``first`` can alter: those at ``first`` or after it. The base of
+        a changed Linear at ``first`` stays: its update accounts for the change (y₀ depends on nothing later)."""
+        limit = self.position[first] if first is not None else -1
+        for at, cut in list(self._cuts.items()):
+            if self.position[at] >= limit and not (at is first and cut.weight is not None):
+                del self._cuts[at]
+
+    def _latest_cut_before(self, node: fx.Node) -> _Cut | None:
+        before = [cut for at, cut in self._cuts.items() if self.position[at] < self.position[node]]
+        return max(before, key=lambda cut: self.position[cut.at], default=None)
+
+    def _module(self, node: fx.Node) -> nn.Module | None:
+        return self.gm.get_submodule(node.target) if node.op == "call_module" else None
+
+    # ------------------------------------------------------------------ running the graph in parts
+    def _run_whole(self) -> int:
         x = self.data.normalized(model_device(self.model))
-        n_batches = -(-len(x) // self.batch_size)
-        batches, correct, keep = [], 0, None
-        for start in range(0, len(x), self.batch_size):
-            h, inputs = x[start:start + self.batch_size], []
-            for _, child in self.children:
-                inputs.append(h)
-                h = child(h)
-            if keep is None:   # the first batch tells what the whole cache would take
-                size = sum(t.numel() * t.element_size() for t in inputs) * n_batches
-                keep = size <= self.max_cache_bytes and not any(getattr(m, "inplace", False)
-                                                                for m in self.model.modules())
-            if keep:
-                batches.append(inputs)
-            correct += int((h.argmax(1) == self.labels[start:start + self.batch_size]).sum())
-        if keep:
-            self._inputs = batches
-        else:
-            self.children = []   # too big to cache (or in-place layers would overwrite it): run it whole
+        return sum(int((self.model(x[i:i + self.batch_size]).argmax(1) == self.labels[i:i + self.batch_size]).sum())
+                   for i in range(0, len(x), self.batch_size))
+
+    def _run_from(self, source: _Cut | None, first: fx.Node | None) -> int:
+        """Run from ``source``'s values (or the images) to the logits; on the way keep the cut just before
+        ``first`` (and, for a Linear ``first``, the base of its update) if they fit in the cache."""
+        wanted = self._new_cuts(first)
+        inputs = source.inputs if source is not None else [graph.input_and_output(self.gm)[0]]
+        bases = [cut for cut in wanted if cut.weight is not None]
+        outputs = [node for cut in wanted for node in cut.inputs] + [c.at.args[0] for c in bases] + [self._result]
+        part = self._part(inputs, outputs)
+        x = None if source is not None else self.data.normalized(model_device(self.model))
+        correct = 0
+        for b, start in enumerate(range(0, len(self.labels), self.batch_size)):
+            values = part(source.values[b] if source is not None else (x[start:start + self.batch_size],))
+            at = 0
+            for cut in wanted:
+                cut.values.append(tuple(values[at:at + len(cut.inputs)]))
+                at += len(cut.inputs)
+            for cut, x_in in zip(bases, values[at:-1]):
+                cut.x_t.append(x_in.reshape(-1, x_in.shape[-1]).T.contiguous())
+            correct += self._correct_in(values[-1], b)
+        if source is not None:
+            self._touch(source)
+        self._keep(wanted)
         return correct
+
+    def _new_cuts(self, first: fx.Node | None) -> list[_Cut]:
+        """The cuts worth keeping for changes at ``first``: just before it, and after it for a Linear."""
+        if first is None:
+            return []
+        nodes = list(self.position)
+        cuts = [self._make_cut(nodes[self.position[first] - 1])]
+        layer = self._module(first)
+        if isinstance(layer, nn.Linear) and len(first.args) == 1 and not first.kwargs:
+            cut = self._make_cut(first)
+            cut.weight, cut.bias = _weights(layer)
+            cuts.append(cut)
+        return [cut for cut in cuts if cut.at not in self._cuts]
+
+    def _make_cut(self, at: fx.Node) -> _Cut:
+        inputs = graph.frontier(self.gm, at)
+        return _Cut(at, inputs, self._part(inputs, [self._result]))
+
+    def _keep(self, cuts: list[_Cut]) -> None:
+        """Keep ``cuts`` (most recently used), dropping the least recently used ones while over the budget."""
+        for cut in cuts:
+            if cut.bytes > self.max_cache_bytes:
+                continue
+            self._cuts[cut.at] = cut
+            while sum(c.bytes for c in self._cuts.values()) > self.max_cache_bytes:
+                del self._cuts[next(iter(self._cuts))]
+
+    def _touch(self, cut: _Cut) -> None:
+        self._cuts[cut.at] = self._cuts.pop(cut.at)
+
+    @property
+    def _result(self) -> fx.Node:
+        return graph.input_and_output(self.gm)[1]
+
+    def _part(self, inputs: list[fx.Node], outputs: list[fx.Node]) -> _Part:
+        key = (tuple(inputs), tuple(outputs))
+        if key not in self._parts:
+            module = graph.subgraph(self.gm, inputs, outputs)
+            placeholders = [n for n in module.graph.nodes if n.op == "placeholder"]
+            cloned = [i for i, p in enumerate(placeholders) if any(_changes_in_place(module, u, p) for u in p.users)]
+            self._parts[key] = _Part(module, cloned)
+        return self._parts[key]
+
+    def _correct_in(self, logits: Tensor, batch: int) -> int:
+        labels = self.labels[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return int((logits.argmax(1) == labels).sum())
+
+    # ------------------------------------------------------------------ y = y₀ + x ΔWᵀ
+    def _update_linear(self, first: fx.Node) -> int | None:
+        """Accuracy after a change of the Linear at ``first`` (and maybe of layers after it), from its base; None
+        when there is no base or too many weights changed (the caller then computes it whole)."""
+        base = self._cuts.get(first)
+        if base is None or base.weight is None:
+            return None
+        layer = self._module(first)
+        W, b = _weights(layer)
+        dW = W - base.weight
+        nnz = int(torch.count_nonzero(dW))
+        if nnz > self.dense_fraction * dW.numel() or base.updates >= self.refresh_every:
+            del self._cuts[first]
+            return None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta", UserWarning)
+            dW_sparse = dW.to_sparse_csr()
+        db = None if b is None or base.bias is None else b - base.bias
+        y_at = base.inputs.index(first)
+        correct = 0
+        for batch, x_t in enumerate(base.x_t):
+            y0 = base.values[batch][y_at]                                          # [n, out] (or [B, T, out])
+            y = y0 + torch.sparse.mm(dW_sparse, x_t).T.reshape(y0.shape)          # (ΔW xᵀ)ᵀ = x ΔWᵀ
+            if db is not None:
+                y = y + db
+            correct += self._correct_in(base.run(batch, {y_at: y}), batch)
+            base.values[batch] = (*base.values[batch][:y_at], y, *base.values[batch][y_at + 1:])
+        base.weight, base.bias, base.updates = W, b, base.updates + 1     # y is the next event's y₀
+        self._touch(base)
+        self.path = f"{first.target} updated by ΔW ({nnz} weights)"
+        return correct
+
+
+def _weights(layer: nn.Linear) -> tuple[Tensor, Tensor | None]:
+    """The effective W and b of ``layer`` now (masks applied), detached copies."""
+    W, b = masks.effective(layer), masks.effective(layer, "bias")
+    return W.detach().clone(), None if b is None else b.detach().clone()
+
+
+def _traceable(model: nn.Module) -> fx.GraphModule | None:
+    """The model's fx graph, or None when it cannot be traced or does not map one tensor to logits."""
+    try:
+        gm = graph.trace(model, "LiveAccuracy")
+        graph.input_and_output(gm)
+    except TypeError:
+        return None
+    return gm
+
+
+def _changes_in_place(gm: fx.GraphModule, node: fx.Node, value: fx.Node) -> bool:
+    """Whether ``node`` writes into ``value`` (its first argument): ReLU(inplace=True), ``x += y``, ``x.relu_()``."""
+    if not node.args or node.args[0] is not value:
+        return False
+    if node.op == "call_module":
+        return bool(getattr(gm.get_submodule(node.target), "inplace", False))
+    if node.op == "call_function":
+        return node.target in _INPLACE_FUNCTIONS or getattr(node.target, "__name__", "").endswith("_")
+    if node.op == "call_method":
+        return node.target.endswith("_")
+    return False

@@ -343,6 +343,15 @@ class LatencyResult:
     def images_per_s(self) -> float:
         return self.batch_size / (self.median_ms / 1000)
 
+    @property
+    def p10_ms(self) -> float:
+        """10th percentile: with ``p90_ms``, the spread of the middle 80% of the runs."""
+        return float(np.percentile(self.times_ms, 10))
+
+    def describe(self) -> str:
+        """"12.34 ms (p10–p90 12.10–13.02 ms, 20 runs)": the median with its spread, for a readout."""
+        return f"{self.median_ms:.2f} ms (p10–p90 {self.p10_ms:.2f}–{self.p90_ms:.2f} ms, {self.repeats} runs)"
+
 
 def _check_repeats(repeats: int, warmup: int) -> None:
     if not (isinstance(repeats, int) and repeats >= 1):

@@ -3,8 +3,8 @@ allocation built from those curves.
 
 ``sensitivity_scan`` prunes one layer at a time to each sparsity s of a grid, the other layers dense, and
 measures accuracy: the curve a_L(s), a_L(0) = a_0 (the dense model). Masks come from ``prunelab.masks``;
-the model ends exactly as it started. For an ``nn.Sequential`` model the activations before the pruned
-layer are reused (``LiveAccuracy``): LeNet-300-100 with 19 sparsities per layer on all 10,000 test images
+the model ends exactly as it started. The activations before the pruned layer are reused (``LiveAccuracy``,
+for any model torch.fx can trace): LeNet-300-100 with 19 sparsities per layer on all 10,000 test images
 takes a few seconds on a 2-core CPU (benches/bench_explorer_sensitivity.py).
 
 ``allocate_sparsity`` chooses one sparsity per layer so that the weights kept fit a budget, losing as

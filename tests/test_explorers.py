@@ -180,6 +180,21 @@ def test_a_slow_model_shows_an_estimate_then_the_exact_accuracy(small_test):
     assert "all 2,000 test images" in explorer.readout.value
 
 
+def test_the_time_budget_decides_how_many_images_an_estimate_uses(small_test):
+    from prunelab.explorers.base import AccuracyMeter
+    model = pl.load_pretrained("lenet300")
+    hopeless = AccuracyMeter(model, small_test, exact_budget=1e-9)
+    assert not hopeless.exact_while_moving and hopeless.n_estimate == AccuracyMeter.MIN_ESTIMATE_IMAGES
+    budget = 600 * hopeless.seconds_per_image * 2          # two passes over about 600 images
+    meter = AccuracyMeter(model, small_test, exact_budget=budget, passes=2)
+    if not meter.exact_while_moving:                        # (a fast machine runs all 2,000 within the budget)
+        assert meter.n_estimate == max(AccuracyMeter.MIN_ESTIMATE_IMAGES,
+                                       int(budget / 2 / meter.seconds_per_image))
+        assert len(meter.estimate.data) == meter.n_estimate
+    twin = AccuracyMeter(pl.load_pretrained("lenet300"), small_test, like=meter)
+    assert twin.n_estimate == meter.n_estimate and twin.exact_while_moving == meter.exact_while_moving
+
+
 def test_live_accuracy_with_nothing_changed_gives_the_last_result(small_test):
     model = pl.load_pretrained("lenet300")
     live = LiveAccuracy(model, small_test)

@@ -145,6 +145,9 @@ def test_a_model_with_conv_and_linear_layers_prunes_channels_and_neurons_and_tim
     assert r.small_macs == pl.metrics.count_macs(small).dense < r.dense_macs
     assert r.speedup == r.dense.median_ms / r.small.median_ms
     assert f"{r.small_parameters:,}" in explorer.readout.value and "shrunk" in explorer.readout.value
+    low, high = r.speedup_range                             # the spread of the runs, not one timing
+    assert low <= r.speedup <= high and r.small.describe() in explorer.readout.value
+    assert f"p10–p90 {r.small.p10_ms:.2f}–{r.small.p90_ms:.2f} ms" in explorer.readout.value
 
 
 def test_latency_is_measured_once_the_slider_rests_and_cached(tiny_test):

@@ -36,25 +36,38 @@ class AccuracyMeter:
 
     When one pass over ``data`` takes at most ``exact_budget`` seconds (``passes`` of them per event, e.g. one per
     model copy), every event measures all of ``data`` (``exact_while_moving``). Otherwise an event measures an
-    estimate on ``estimate_images`` images (a fixed subset) and ``settle()``, called once the controls rest,
-    measures the exact figure, recomputing only from the first layer that changed since the last exact one.
+    estimate on a fixed subset of ``estimate_images`` images, by default as many as ``passes`` passes over them
+    fit in ``exact_budget`` (at least ``MIN_ESTIMATE_IMAGES``), and ``settle()``, called once the controls rest,
+    measures the exact figure. Both run from the first layer that changed (``LiveAccuracy``).
 
-    ``baseline``: the accuracy before any event; ``value`` and ``is_exact``: the latest figure. A meter for
-    another copy of the same model can share the first one's timing decision (``like``).
+    ``baseline``: the accuracy before any event; ``value`` and ``is_exact``: the latest figure;
+    ``seconds_per_image``: one image's share of a whole pass. A meter for another copy of the same model can share
+    the first one's timing decision (``like``).
     """
 
-    def __init__(self, model: nn.Module, data: Data, *, exact_budget: float = 0.1, estimate_images: int = 1000,
+    MIN_ESTIMATE_IMAGES = 200   # fewer would make the estimate's spread larger than the changes it should show
+
+    def __init__(self, model: nn.Module, data: Data, *, exact_budget: float = 0.1, estimate_images: int | None = None,
                  passes: int = 1, like: AccuracyMeter | None = None):
         data = as_image_set(data, "The accuracy readout")
-        self.data, self.n_estimate = data, min(estimate_images, len(data))
+        self.data = data
         self.exact = LiveAccuracy(model, data)
         if like is None:
-            self.baseline = self.exact.accuracy()      # also fills the activation cache
-            if self.exact.seconds < 10 * exact_budget:  # the first pass also normalises the images: time another
+            self.baseline = self.exact.accuracy()      # the first pass also normalises the images: time another
+            if self.exact.seconds < 10 * exact_budget:
                 self.exact.accuracy(None)
+            self.seconds_per_image = self.exact.seconds / len(data)
             self.exact_while_moving = passes * self.exact.seconds <= exact_budget
         else:
             self.baseline, self.exact_while_moving = like.baseline, like.exact_while_moving
+            self.seconds_per_image = like.seconds_per_image
+        if estimate_images is None and like is not None:
+            estimate_images = like.n_estimate
+        elif estimate_images is None and not self.exact_while_moving:
+            estimate_images = max(self.MIN_ESTIMATE_IMAGES, int(exact_budget / passes / self.seconds_per_image))
+        elif estimate_images is None:
+            estimate_images = len(data)
+        self.n_estimate = min(estimate_images, len(data))
         self.estimate = (None if self.exact_while_moving
                          else LiveAccuracy(model, data.subset(self.n_estimate, seed=0)))
         self.value, self.is_exact = self.baseline, True

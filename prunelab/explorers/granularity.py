@@ -70,13 +70,18 @@ class ShrinkLatency:
         """Median dense time / median shrunk time (x)."""
         return self.dense.median_ms / self.small.median_ms
 
+    @property
+    def speedup_range(self) -> tuple[float, float]:
+        """The speed-up between the runs' spreads: dense p10 / shrunk p90 to dense p90 / shrunk p10 (x)."""
+        return self.dense.p10_ms / self.small.p90_ms, self.dense.p90_ms / self.small.p10_ms
+
 
 class GranularityExplorer(Explorer):
     """One sparsity slider, three granularities (weights, neurons/channels, N:M), each on its own model copy.
 
     - ``test_data``: where accuracy is measured: all of it, every event, when the granularities' passes take
-      ≤ ``exact_budget`` seconds together; otherwise an estimate on ``estimate_images`` images while the slider
-      moves and the exact figures once it rests, each labelled as such.
+      ≤ ``exact_budget`` seconds together; otherwise an estimate on ``estimate_images`` images (default: as many
+      as fit in that time) while the slider moves and the exact figures once it rests, each labelled as such.
     - ``layers``: the layers to prune (default: every layer whose units ``shrink`` can remove).
     - ``m_options``: the M of N:M to choose from. ``latency_batch`` test images are the fixed batch timed by
       ``metrics.measure_latency`` with ``latency_repeats`` runs (0: no latency measurement).
@@ -90,7 +95,7 @@ class GranularityExplorer(Explorer):
     max_columns = 256   # the overview shows at most about this many columns of a mask (the panel's width)
 
     def __init__(self, model: nn.Module, test_data: Data, *, layers: list[str] | None = None,
-                 m_options: tuple[int, ...] = (4, 8), exact_budget: float = 0.03, estimate_images: int = 1000,
+                 m_options: tuple[int, ...] = (4, 8), exact_budget: float = 0.03, estimate_images: int | None = None,
                  latency_batch: int = 256, latency_repeats: int = 20, zoom: tuple[int, int] = (16, 48)):
         super().__init__()
         test_data = as_image_set(test_data, "GranularityExplorer")
@@ -453,8 +458,9 @@ class GranularityExplorer(Explorer):
         if self.latency is None:
             return "<i>measuring…</i>"
         r = self.latency
-        return (f"dense {r.dense.median_ms:.2f} ms → shrunk {r.small.median_ms:.2f} ms "
-                f"(×{r.speedup:.2f}, median of {r.small.repeats}); parameters {r.dense_parameters:,} → "
+        low, high = r.speedup_range
+        return (f"dense {r.dense.describe()} → shrunk {r.small.describe()}: ×{r.speedup:.2f} (×{low:.2f}–×{high:.2f}; "
+                f"after warm-up runs); parameters {r.dense_parameters:,} → "
                 f"{r.small_parameters:,}, MACs/image {r.dense_macs:,} → {r.small_macs:,}")
 
     # ------------------------------------------------------------------ reset

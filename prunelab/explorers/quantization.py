@@ -101,7 +101,8 @@ class QuantizationExplorer(MeteredExplorer):
     test accuracy and bytes on disk. Works on its own copy of ``model``.
 
     - ``test_data``: where accuracy is measured (all of it, every event, when a pass takes ≤ ``exact_budget``
-      seconds; otherwise an estimate on ``estimate_images`` images now and the exact figure when the slider rests).
+      seconds; otherwise an estimate on ``estimate_images`` images, default as many as fit in that time, now and
+      the exact figure when the slider rests).
     - ``layers``: the layers to quantize (default: every Linear and Conv2d); biases stay float32.
     - ``kmeans_iters``: Lloyd iterations at most (``weight_sharing.kmeans_codebook``'s default, 50).
 
@@ -111,7 +112,8 @@ class QuantizationExplorer(MeteredExplorer):
     """
 
     def __init__(self, model: nn.Module, test_data: Data, *, layers: list[str] | None = None,
-                 exact_budget: float = 0.05, estimate_images: int = 1000, kmeans_iters: int = 50, bins: int = 101):
+                 exact_budget: float = 0.05, estimate_images: int | None = None, kmeans_iters: int = 50,
+                 bins: int = 101):
         super().__init__()
         test_data = as_image_set(test_data, "QuantizationExplorer")
         self.layers = select_layers(model, layers)

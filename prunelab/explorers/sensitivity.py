@@ -38,7 +38,8 @@ class SensitivityExplorer(MeteredExplorer):
     - ``data``: where the curves (unless ``curves`` is given) and the combined accuracy are measured (the
       validation split when the dials are for choosing a sparsity per layer; labelled by ``data.name``):
       all of it, every event, when that takes ≤ ``exact_budget`` seconds; otherwise an estimate on
-      ``estimate_images`` images while a dial moves and the exact figure once it rests, each labelled.
+      ``estimate_images`` images (default: as many as fit in that time) while a dial moves and the exact figure
+      once it rests, each labelled.
     - ``curves``: a ``SensitivityCurves`` to show (its layers, criterion and granularity are used);
       default: scanned now over ``sparsities`` with ``layers``, ``criterion`` and ``granularity``.
     - ``calibration_data``: training images for data-based criteria (gradient, Taylor, activations).
@@ -52,7 +53,7 @@ class SensitivityExplorer(MeteredExplorer):
                  sparsities=DEFAULT_SPARSITIES, layers: list[str] | None = None,
                  criterion: Criterion = "magnitude", granularity: ScanGranularity = "weight",
                  calibration_data: Data | None = None, exact_budget: float = 0.1,
-                 estimate_images: int = 1000, budget: float = 0.1):
+                 estimate_images: int | None = None, budget: float = 0.1):
         super().__init__()
         data = as_image_set(data, "SensitivityExplorer")
         names = curves.layers if curves is not None else layers

@@ -42,8 +42,8 @@ class ThresholdExplorer(MeteredExplorer):
     """Prune ``model`` in place (non-destructively) with a slider; show mask, histogram, sparsity, accuracy.
 
     - ``test_data``: where accuracy is measured (all of it, every event, when that takes ≤ ``exact_budget``
-      seconds; otherwise an estimate on ``estimate_images`` images while the slider moves and the exact
-      figure once it rests, each labelled as such).
+      seconds; otherwise an estimate on ``estimate_images`` images (default: as many as fit in that time) while
+      the slider moves and the exact figure once it rests, each labelled as such).
     - ``calibration_data``: training images for the gradient and Taylor criteria (offered only if given).
     - ``layers``: the layers to prune (default: every Linear and Conv2d).
 
@@ -53,7 +53,7 @@ class ThresholdExplorer(MeteredExplorer):
     """
 
     def __init__(self, model: nn.Module, test_data: Data, *, calibration_data: Data | None = None,
-                 layers: list[str] | None = None, exact_budget: float = 0.1, estimate_images: int = 1000,
+                 layers: list[str] | None = None, exact_budget: float = 0.1, estimate_images: int | None = None,
                  bins: int = 81):
         super().__init__()
         test_data = as_image_set(test_data, "ThresholdExplorer")
