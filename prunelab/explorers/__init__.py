@@ -6,14 +6,16 @@ last expression of a cell; drive one from code (or a test) by setting its widget
 - ``SensitivityExplorer``: per-layer accuracy-vs-sparsity curves and a dial per layer, combined result.
 - ``ScheduleExplorer``: one-shot vs iterative vs gradual pruning (precomputed runs).
 - ``QuantizationExplorer``: bit width → levels on the histogram, rounding error, accuracy, bytes on disk.
+- ``HeadsExplorer``: a transformer's heads as a grid → remove or restore one, accuracy or perplexity and a sample.
 """
 
 from .base import Explorer
 from .granularity import GranularityExplorer
+from .heads import HeadsExplorer
 from .quantization import QuantizationExplorer
 from .schedule import ScheduleExplorer
 from .sensitivity import SensitivityExplorer
 from .threshold import ThresholdExplorer
 
-__all__ = ["Explorer", "GranularityExplorer", "QuantizationExplorer", "ScheduleExplorer", "SensitivityExplorer",
+__all__ = ["Explorer", "GranularityExplorer", "HeadsExplorer", "QuantizationExplorer", "ScheduleExplorer", "SensitivityExplorer",
            "ThresholdExplorer"]
