@@ -16,12 +16,14 @@ One concept per module, in four layers; a module imports only from its own layer
   change), ``thresholds`` (v_thr and M = scores > v_thr), ``pruning`` (granularity and scope), ``schedules``
   (one-shot, iterative, gradual), ``resets`` (rewind, re-init), ``regularization`` (L1, group lasso),
   ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units, by
-  dependency group), ``one_shot`` (Wanda and SparseGPT from calibration data),
-  ``export`` (files that plain PyTorch and ONNX Runtime load: masks committed, units shrunk);
+  dependency group), ``one_shot`` (Wanda and SparseGPT from calibration data), ``heads`` (attention-head
+  importance I_h = E|∂L/∂ξ_h| from data), ``sparse_matmul`` (why masks give no speed-up: sparse storage
+  against dense, the break-even sparsity), ``export`` (files that plain PyTorch and ONNX Runtime load: masks
+  committed, units shrunk);
 - **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
   ``lowrank`` (truncated SVD), ``distillation`` (teacher → student soft targets), ``compressed_file`` (the
-  sparse, Huffman-coded file) and ``deep_compression`` (prune → share → Huffman, the one pipeline that uses
-  both pruning and compression);
+  sparse, Huffman-coded file); the two pipelines that use both pruning and compression on purpose:
+  ``deep_compression`` (prune → share → Huffman) and ``gptq`` (k-bit grids with one_shot's OBS updates);
 - **teaching**: ``exercises`` (checked exercises), ``challenge`` (the capstone's checker) and the interactive
   explorers in ``prunelab.explorers`` (imported on demand: it needs ipywidgets).
 """
@@ -34,7 +36,9 @@ from . import (
                encoding,
                exercises,
                export,
+               gptq,
                graph,
+               heads,
                live_accuracy,
                lowrank,
                masks,
@@ -49,6 +53,7 @@ from . import (
                scores,
                sensitivity,
                shrink,
+               sparse_matmul,
                text,
                thresholds,
                weight_sharing,
@@ -103,7 +108,9 @@ __all__ = [
                "evaluate",
                "exercises",
                "export",
+               "gptq",
                "graph",
+               "heads",
                "live_accuracy",
                "load_fashion_mnist",
                "load_pretrained",
@@ -123,6 +130,7 @@ __all__ = [
                "scores",
                "sensitivity",
                "shrink",
+               "sparse_matmul",
                "text",
                "thresholds",
                "train",

@@ -9,7 +9,8 @@ Granularity:
 - ``"head"``: whole attention heads of ``nn.MultiheadAttention`` or of a written-out attention with ``qkv`` and
   ``proj`` Linears (``graph.HeadLayout``): head h owns rows h·d … (h+1)·d − 1 of W_q, W_k and W_v (d = E / H) and the
   same columns of W_o; masking all of them (and the q, k, v biases) makes the head add exactly 0 to the output.
-  Scored by the L1 norm of those weights.
+  Scored by the L1 norm of those weights (``"magnitude"``, ``"l1"``), at random, or by the importance I_h measured
+  on data (``"head_importance"``, Michel et al. 2019: ``prunelab.heads``).
 Scope: ``"layer"`` (each layer to its own sparsity, from one number or a per-layer dict), ``"global"``
 (one threshold over all layers' scores together) or ``"row"`` (each output row of W.flatten(1) its own comparison
 group, as Wanda prunes: ``prunelab.one_shot``).
@@ -37,15 +38,17 @@ from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, 
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
            "keep_per_row", "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores",
+           "head_criterion_scores",
            "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
            "replace_with_identity", "unmasked"]
 
 Granularity = Literal["weight", "n:m", "neuron", "channel", "head"]
 Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random", "wanda",
-                    "mean_activation", "max_activation", "apoz", "loss_change"]
+                    "mean_activation", "max_activation", "apoz", "loss_change", "head_importance"]
 Scope = Literal["layer", "global", "row"]
 _DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change")
 _UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
+_HEAD_CRITERIA = ("magnitude", "l1", "random", "head_importance")
 
 
 def _check_choice(value, allowed, what):
@@ -246,6 +249,22 @@ def head_scores(model: nn.Module, layers: dict[str, HeadLayout]) -> dict[str, Te
     return out
 
 
+def head_criterion_scores(model: nn.Module, layers: dict[str, HeadLayout], criterion: Criterion,
+                          data=None, seed: int = 0) -> dict[str, Tensor]:
+    """Per-head scores ``{attention: [H]}`` by ``criterion``: ``"magnitude"`` / ``"l1"`` (``head_scores``),
+    ``"random"``, or ``"head_importance"``: I_h = E_x |∂L(x)/∂ξ_h| on ``data`` (images with labels or a
+    ``text.TextSet``; ``heads.head_importance``), with the original weights. Not normalised per layer, so
+    ``scope="global"`` compares the heads' own importance (see ``heads.normalize_per_layer``)."""
+    _check_choice(criterion, _HEAD_CRITERIA, "criterion for heads")
+    if criterion == "random":
+        return {name: random_scores((layout.heads,), seed=seed + i) for i, (name, layout) in enumerate(layers.items())}
+    if criterion == "head_importance":
+        from .heads import head_importance  # here, not at the top: heads imports this module
+        with unmasked(model):
+            return head_importance(model, data, layers=list(layers))
+    return head_scores(model, layers)
+
+
 def head_masks_to_parameters(model: nn.Module, head_masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Per-head keep-masks ``{attention: [H]}`` as parameter masks: the head's rows of W_in (q, k and v) and of its
     bias, and its columns of W_o."""
@@ -283,7 +302,8 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     ``prunelab.masks.reset(model)`` restores the original weights exactly. ``data``: images with labels (an
     ImageSet, an ``(x, y)`` pair, a Dataset or a DataLoader: ``data.as_image_set``), needed by the
     ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria; ``"wanda"`` (Linear layers only;
-    ``prunelab.one_shot``) takes that or a tensor the model takes. ``scope`` defaults to ``"row"`` for Wanda (each
+    ``prunelab.one_shot``) takes that or a tensor the model takes; ``"head_importance"`` (heads only;
+    ``prunelab.heads``) takes that or a ``text.TextSet``. ``scope`` defaults to ``"row"`` for Wanda (each
     output row removes its own fraction), else ``"layer"``. Every argument is checked before the model is touched.
     """
     _check_choice(granularity, ("weight", "n:m", "neuron", "channel", "head"), "granularity")
@@ -296,7 +316,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
         layers = list(sparsity)
     units, heads = granularity in ("neuron", "channel"), granularity == "head"
     if heads:
-        _check_choice(criterion, ("magnitude", "l1"), "criterion for heads")
+        _check_choice(criterion, _HEAD_CRITERIA, "criterion for heads")
         chosen = attention_layers(model, layers)
     else:
         chosen = select_layers(model, layers, units=units)
@@ -310,7 +330,7 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
 
     # 1. scores: per head [H], per unit [u] or per weight (shaped like W); what is masked now sinks with keep_pruned
     if heads:
-        scores = head_scores(model, chosen)
+        scores = head_criterion_scores(model, chosen, criterion, data, seed)
     elif units:
         scores = unit_scores(model, chosen, criterion, data, seed)
     else:

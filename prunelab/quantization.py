@@ -13,7 +13,9 @@ A real number r is stored as an integer q of ``bits`` bits and recovered as r̂ 
   that minimises ‖r − α sign(r)‖² (XNOR-Net, Rastegari et al. 2016; derived in notebook 10).
 
 Granularity: per tensor (one S, Z for the whole W) or ``per_channel`` (one S, Z per output channel, the rows
-of a Linear's W [out, in] or the filters of a Conv2d's W [C_out, C_in, kH, kW], broadcast over the rest).
+of a Linear's W [out, in] or the filters of a Conv2d's W [C_out, C_in, kH, kW], broadcast over the rest), or per
+group (``fake_quantize_groups``: one S, Z per row for every ``group_size`` consecutive input columns, as GPTQ and
+most 4-bit LLM formats store them; ``one_shot.gptq`` rounds to the same grids with error compensation).
 
 Fake quantization (``fake_quantize_model``) replaces the weights by r̂ and computes in float32 (activations stay
 float) to measure accuracy. ``save_quantized`` writes the integers for real, ``bits`` bits each (``pack_bits``),
@@ -34,8 +36,8 @@ from . import masks as M
 from ._helpers import select_layers, temporary_path
 
 __all__ = ["FORMAT", "Scheme", "check_bits", "qrange", "affine_params", "symmetric_params", "quantize", "dequantize",
-           "QuantizedTensor", "quantize_tensor", "binarize", "fake_quantize", "quantization_error",
-           "quantization_report",
+           "QuantizedTensor", "quantize_tensor", "binarize", "fake_quantize", "check_group_size",
+           "fake_quantize_groups", "quantization_error", "quantization_report",
            "fake_quantize_model", "pack_bits", "unpack_bits", "encode_quantized", "decode_quantized",
            "save_quantized", "load_quantized", "quantized_file_bytes"]
 
@@ -173,6 +175,27 @@ def binarize(W: Tensor, *, per_channel: bool = False) -> QuantizedTensor:
 def fake_quantize(W: Tensor, bits: int, *, scheme: Scheme = "symmetric", per_channel: bool = False) -> Tensor:
     """Ŵ = dequantize(quantize(W)): W rounded to the 2^bits levels it would be stored with (float32)."""
     return quantize_tensor(W, bits, scheme=scheme, per_channel=per_channel).dequantize()
+
+
+def check_group_size(group_size: int | None) -> None:
+    """``ValueError`` unless ``group_size`` is a positive integer or None (one group per row)."""
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size must be a positive integer (input columns per group, e.g. 32 or 128) or None "
+                         f"(one group per row), got {group_size!r}.")
+
+
+def fake_quantize_groups(W: Tensor, bits: int, *, group_size: int | None = None,
+                         scheme: Scheme = "symmetric") -> Tensor:
+    """Round-to-nearest (RTN) per group: W [out, in] cut into groups of ``group_size`` consecutive input columns
+    (the last one may be narrower), each row of each group rounded with its own S, Z from its own range; ``None``
+    is one group per row (``per_channel``). Returns Ŵ [out, in] float32, at most 2^bits levels per row and group."""
+    check_group_size(group_size)
+    if W.dim() != 2:
+        raise ValueError(f"Group quantization takes a Linear's weight W [out, in], got shape {list(W.shape)}.")
+    if group_size is None:
+        return fake_quantize(W, bits, scheme=scheme, per_channel=True)
+    return torch.cat([fake_quantize(group, bits, scheme=scheme, per_channel=True)         # [out, ≤ group_size]
+                      for group in W.split(group_size, dim=1)], dim=1)
 
 
 def quantization_error(W: Tensor, bits: int, *, scheme: Scheme = "symmetric",

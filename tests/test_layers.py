@@ -12,11 +12,12 @@ LAYERS = {
     "the kit": ["_helpers", "data", "models", "training", "checkpoints", "baselines", "masks", "graph", "metrics",
                 "live_accuracy", "encoding", "plots", "text", "text_baseline"],
     "pruning": ["scores", "data_criteria", "thresholds", "pruning", "schedules", "schedule_runs", "resets",
-                "regularization", "sensitivity", "shrink", "export", "one_shot"],
+                "regularization", "sensitivity", "shrink", "export", "one_shot", "heads", "sparse_matmul"],
     "compression": ["quantization", "weight_sharing", "lowrank", "distillation", "compressed_file"],
     "teaching": ["exercises", "challenge", "explorers"],
 }
-PIPELINES = {"deep_compression": ("pruning", "compression")}   # prune → share → Huffman uses both on purpose
+PIPELINES = {"deep_compression": ("pruning", "compression"),   # prune → share → Huffman uses both on purpose
+             "gptq": ("pruning", "compression")}               # k-bit grids with one_shot's OBS updates
 ORDER = {"the kit": 0, "pruning": 1, "compression": 1, "teaching": 2}   # pruning and compression: side by side
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 

@@ -7,6 +7,7 @@ from torch import nn
 import prunelab as pl
 from conftest import same, snapshot
 from prunelab import masks as M
+from prunelab import one_shot
 from prunelab.one_shot import input_statistics, output_error, sparsegpt, sparsegpt_layer
 
 
@@ -231,3 +232,32 @@ def test_sparsegpt_refuses_bad_inputs_and_leaves_the_model_alone():
     with pytest.raises(ValueError, match="has no nn.Linear"):
         pl.prune(convs, 0.5, criterion="wanda", data=torch.randn(2, 1, 5, 5))
     assert M.masked_parameters(convs) == []
+
+
+# ---------------------------------------------------------------- the machinery SparseGPT and GPTQ share
+
+def test_inverse_hessian_cholesky_is_the_upper_factor_of_the_damped_inverse():
+    G = gram(correlated_inputs(n=64, features=6))
+    G[:, 2] = G[2, :] = 0                                                   # input 2 was always 0
+    U, dead = one_shot.inverse_hessian_cholesky(G, damp=0.1)
+    H = 2 * G
+    H[2, 2] = 1
+    H += 0.1 * H.diagonal().mean() * torch.eye(6, dtype=torch.float64)    # H = 2 X Xᵀ + λI
+    assert dead.tolist() == [False, False, True, False, False, False]
+    assert torch.equal(U, U.triu()) and torch.allclose(U.T @ U, torch.linalg.inv(H), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="damp must be a finite number >= 0"):
+        one_shot.inverse_hessian_cholesky(G, damp=float("nan"))
+
+
+def test_wanda_and_sparsegpt_calibrate_a_language_model_from_token_ids():
+    torch.manual_seed(0)
+    gpt = pl.models.TinyGPT(20, block_size=16, embed_dim=32, depth=1, heads=4).eval()
+    ids = torch.randint(0, 20, (8, 16))
+    stats = input_statistics(gpt, ids)
+    assert stats["blocks.0.attn.qkv"].n == 8 * 16 and list(stats)[-1] == "head"
+    pruned = sparsegpt(gpt, ids, 0.5)
+    assert M.mask_sparsity(M.get_masks(pruned)) == pytest.approx(0.5)
+    masks = pl.prune(gpt, 0.5, criterion="wanda", data=ids)
+    assert all(((~k).sum(1) == k.shape[1] // 2).all() for k in masks.values())
+    with pytest.raises(ValueError, match="int64 token ids"):
+        sparsegpt(gpt, ids.int(), 0.5)

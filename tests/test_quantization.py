@@ -129,6 +129,26 @@ def test_per_channel_beats_per_tensor_when_rows_have_very_different_scales():
     assert Q.fake_quantize(W, 4, per_channel=True)[3].count_nonzero() > 0
 
 
+def test_group_quantization_gives_every_group_of_a_row_its_own_scale():
+    W = torch.tensor([[0.9, -0.3, 4.0, 1.1, 0.2]])
+    # 3-bit symmetric, q in [-3, 3]; groups of 2 columns (the last one narrower): S = 0.3, 4/3 and 0.2/3
+    grouped = Q.fake_quantize_groups(W, 3, group_size=2)
+    assert torch.allclose(grouped, torch.tensor([[0.9, -0.3, 4.0, 4 / 3, 0.2]]))
+    # one group per row: S = 4/3 for all, the small weights round to 0 or one step
+    per_row = Q.fake_quantize_groups(W, 3)
+    assert torch.allclose(per_row, torch.tensor([[4 / 3, 0.0, 4.0, 4 / 3, 0.0]]))
+    assert torch.equal(per_row, Q.fake_quantize(W, 3, per_channel=True))
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(8, 64, generator=g) * torch.linspace(0.01, 10, 64)    # input columns of very different sizes
+    errors = [float(((W - Q.fake_quantize_groups(W, 4, group_size=s)) ** 2).sum()) for s in (None, 32, 8)]
+    assert errors[0] > errors[1] > errors[2]
+    for bad in (0, -8, 4.0, True):
+        with pytest.raises(ValueError, match="group_size must be a positive integer"):
+            Q.fake_quantize_groups(W, 4, group_size=bad)
+    with pytest.raises(ValueError, match=r"W \[out, in\], got shape \[3, 2, 3, 3\]"):
+        Q.fake_quantize_groups(torch.randn(3, 2, 3, 3), 4, group_size=2)
+
+
 def test_quantization_error_known_answer():
     W = torch.tensor([1.0, -1.0, 0.5])                 # 2-bit symmetric: S = 1, q = [1, -1, 0] (0.5 rounds to 0)
     err = Q.quantization_error(W, 2, scheme="symmetric")

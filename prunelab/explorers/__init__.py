@@ -17,5 +17,5 @@ from .schedule import ScheduleExplorer
 from .sensitivity import SensitivityExplorer
 from .threshold import ThresholdExplorer
 
-__all__ = ["Explorer", "GranularityExplorer", "HeadsExplorer", "QuantizationExplorer", "ScheduleExplorer", "SensitivityExplorer",
-           "ThresholdExplorer"]
+__all__ = ["Explorer", "GranularityExplorer", "HeadsExplorer", "QuantizationExplorer", "ScheduleExplorer",
+           "SensitivityExplorer", "ThresholdExplorer"]
