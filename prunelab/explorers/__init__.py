@@ -7,15 +7,17 @@ last expression of a cell; drive one from code (or a test) by setting its widget
 - ``ScheduleExplorer``: one-shot vs iterative vs gradual pruning (precomputed runs).
 - ``QuantizationExplorer``: bit width → levels on the histogram, rounding error, accuracy, bytes on disk.
 - ``HeadsExplorer``: a transformer's heads as a grid → remove or restore one, accuracy or perplexity and a sample.
+- ``OneShotExplorer``: one sparsity or N:M → magnitude, Wanda and SparseGPT side by side on a language model.
 """
 
 from .base import Explorer
 from .granularity import GranularityExplorer
 from .heads import HeadsExplorer
+from .one_shot import OneShotExplorer
 from .quantization import QuantizationExplorer
 from .schedule import ScheduleExplorer
 from .sensitivity import SensitivityExplorer
 from .threshold import ThresholdExplorer
 
-__all__ = ["Explorer", "GranularityExplorer", "HeadsExplorer", "QuantizationExplorer", "ScheduleExplorer",
-           "SensitivityExplorer", "ThresholdExplorer"]
+__all__ = ["Explorer", "GranularityExplorer", "HeadsExplorer", "OneShotExplorer", "QuantizationExplorer",
+           "ScheduleExplorer", "SensitivityExplorer", "ThresholdExplorer"]
