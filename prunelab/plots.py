@@ -72,16 +72,22 @@ class MaskImage:
 class WeightHistogram:
     """Histogram of a layer's original weights W, stacked into kept (blue) and pruned (red) counts.
 
-    The bin edges and the total counts are computed once, from W; ``update(mask, v_thr)`` recounts only the
-    pruned weights, moves the stairs and, for magnitude pruning, the threshold lines at ±v_thr.
+    The x-range fits the data: ±(99.9th percentile of |w|) · 1.1, and the few weights beyond it are counted in the
+    outermost bins (every weight is in some bin). The count axis is logarithmic by default (``log``): the central
+    spike of near-zero weights would otherwise flatten the kept weights once most are pruned. ``update(mask,
+    v_thr)`` recounts kept and pruned weights and, for magnitude pruning, draws the threshold lines at ±v_thr and
+    puts bin edges there, so that no bin holds both sides of the threshold.
     """
 
-    def __init__(self, ax: Axes, W: Tensor, *, bins: int = 81, animated: bool = False):
+    def __init__(self, ax: Axes, W: Tensor, *, bins: int = 81, log: bool = True, animated: bool = False):
         self.ax = ax
-        self.w = W.detach().flatten().float().cpu().numpy()
-        span = max(float(np.abs(self.w).max()), 1e-12)
+        w = W.detach().flatten().float().cpu().numpy()
+        span = max(float(np.quantile(np.abs(w), 0.999)) * 1.1, 1e-12)
+        self.outside = int((np.abs(w) > span).sum())
+        self.w = np.clip(w, -span, span)
         self.edges = np.linspace(-span, span, bins + 1)    # symmetric, so ±v_thr look alike
         self.counts = np.histogram(self.w, self.edges)[0]
+        self.log = log
         zeros = np.zeros_like(self.counts)
         self.kept = ax.stairs(self.counts, self.edges, fill=True, color="tab:blue", alpha=0.8, label="kept",
                               animated=animated)
@@ -90,9 +96,15 @@ class WeightHistogram:
         self.lines = [ax.axvline(0, color="black", lw=1, ls="--", visible=False, animated=animated)
                       for _ in range(2)]
         ax.set_xlim(self.edges[0], self.edges[-1])
-        ax.set_ylim(0, 1.05 * max(int(self.counts.max()), 1))
-        ax.set_xlabel("weight value w")
-        ax.set_ylabel("count")
+        top = max(int(self.counts.max()), 1)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(0.7, 2 * top)
+        else:
+            ax.set_ylim(0, 1.05 * top)
+        beyond = f" ({self.outside:,} beyond, in the end bins)" if self.outside else ""
+        ax.set_xlabel(f"weight value w{beyond}")
+        ax.set_ylabel("count (log)" if log else "count")
         ax.legend(loc="upper right", fontsize=8, frameon=False)
 
     @property
@@ -100,13 +112,17 @@ class WeightHistogram:
         return [self.kept, self.pruned, *self.lines]
 
     def update(self, mask: Tensor, v_thr: float | None = None) -> np.ndarray:
-        """Recount with ``mask`` (same shape as W, True = kept); lines at ±v_thr if given. Returns the pruned
-        counts per bin."""
+        """Recount with ``mask`` (same shape as W, True = kept); lines at ±v_thr, and bin edges there, if given.
+        Returns the pruned counts per bin."""
         keep = mask.detach().flatten().cpu().numpy().astype(bool)
-        pruned = np.histogram(self.w[~keep], self.edges)[0]
-        self.pruned.set_data(pruned, baseline=np.zeros_like(pruned))
-        self.kept.set_data(self.counts, baseline=pruned)           # kept stacked on top of pruned
         show = v_thr is not None and math.isfinite(v_thr)
+        edges = self.edges
+        if show and 0 < v_thr < self.edges[-1]:
+            edges = np.union1d(self.edges, [-v_thr, v_thr])
+        pruned = np.histogram(self.w[~keep], edges)[0]
+        kept = np.histogram(self.w[keep], edges)[0]
+        self.pruned.set_data(pruned, edges, baseline=np.zeros_like(pruned))
+        self.kept.set_data(kept + pruned, edges, baseline=pruned)       # kept stacked on top of pruned
         for line, x in zip(self.lines, (-(v_thr or 0), v_thr or 0)):
             line.set_visible(show)
             if show:
@@ -166,7 +182,8 @@ class LevelLines:
 
         self.ax = ax
         self.lines = LineCollection(np.zeros((0, 2, 2)), colors=color, linewidths=lw, alpha=alpha, label=label,
-                                    transform=ax.get_xaxis_transform(), animated=animated)   # x: data, y: 0..1 of the axes
+                                    transform=ax.get_xaxis_transform(),          # x: data, y: 0..1 of the axes
+                                    animated=animated)
         ax.add_collection(self.lines, autolim=False)
 
     @property

@@ -167,30 +167,35 @@ def run_all_cells(page, timeout: float = 60_000) -> None:
 
 
 class ExplorerView:
-    """Where a ThresholdExplorer's widgets are on a page: the slider "s" (its handle and its own readout),
-    the readout (a widgets.HTML holding `.prunelab-accuracy`) and the figure (a widgets.Image)."""
+    """Where a ThresholdExplorer's widgets are on a page: the slider "target sparsity s" (its handle and its own
+    readout, in percent), the headline next to it (a widgets.HTML holding `.prunelab-accuracy`), the table of
+    layers under the figure, and the figure (a widgets.Image)."""
+
+    SLIDER_LABEL = "target sparsity s"
 
     def __init__(self, page):
         self.page = page
-        slider = page.locator(".widget-slider").filter(
-            has=page.locator(".widget-label").get_by_text("s", exact=True))
-        self.handle = slider.locator(".noUi-handle")
-        self.track = slider.locator(".noUi-base")
-        self.value = slider.locator(".widget-readout")
+        self.slider = page.locator(".widget-slider").filter(
+            has=page.locator(".widget-label").get_by_text(self.SLIDER_LABEL, exact=True))
+        self.handle = self.slider.locator(".noUi-handle")
+        self.track = self.slider.locator(".noUi-base")
+        self.value = self.slider.locator(".widget-readout")
         self.readout = page.locator(".widget-html-content").filter(has=page.locator(".prunelab-accuracy"))
         self.accuracy = self.readout.locator(".prunelab-accuracy")
-        self.fc1_row = self.readout.locator("tr").filter(has=page.get_by_role("cell", name="fc1", exact=True))
+        self.table = page.locator(".widget-html-content").filter(has=page.get_by_role("cell", name="fc1", exact=True))
+        self.fc1_row = self.table.locator("tr").filter(has=page.get_by_role("cell", name="fc1", exact=True))
         self.image = page.locator("img.widget-image")
 
     def wait_until_rendered(self, timeout: float = 120_000) -> None:
-        """Until the readout shows an accuracy and the figure a decoded PNG (9 x 3 in at 80 dpi: 720 x 240 px)."""
+        """Until the readout shows an accuracy and the figure a decoded PNG (7.5 x 2.7 in at 80 dpi: 600 x 216 px)."""
         expect(self.accuracy).to_contain_text(re.compile(r"test accuracy: \d+\.\d\d%"), timeout=timeout)
-        expect(self.image).to_have_js_property("naturalWidth", 720, timeout=timeout)
-        expect(self.image).to_have_js_property("naturalHeight", 240)
+        expect(self.image).to_have_js_property("naturalWidth", 600, timeout=timeout)
+        expect(self.image).to_have_js_property("naturalHeight", 216)
         expect(self.handle).to_be_visible()
 
     def slider_value(self) -> float:
-        return float(self.value.inner_text())
+        """The slider's own readout, "60.0%", as a fraction."""
+        return round(float(self.value.inner_text().rstrip("%")) / 100, 4)
 
     def drag_handle_to(self, fraction: float, timeout: float = 10.0) -> None:
         """Drag the slider's handle with the mouse to ``fraction`` of its track, as a person would: first

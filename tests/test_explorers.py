@@ -80,7 +80,24 @@ def test_slider_sets_the_mask_histogram_readout_and_accuracy(explorer, small_tes
     assert [line.get_xdata()[0] for line in explorer.histogram.lines] == pytest.approx([-v_thr, v_thr])
     assert (explorer.mask_image.image.get_array() == expected.to(torch.uint8).numpy()).all()
     assert explorer.image.value != before and explorer.image.value[:4] == b"\x89PNG"
-    assert f"{explorer.accuracy:.2%}" in explorer.readout.value and "80.0%" in explorer.readout.value
+    assert f"{explorer.accuracy:.2%}" in explorer.headline.value and "80.0%" in explorer.readout.value
+    assert "fc1 80.0% pruned" in explorer.headline.value and not explorer.all_kept_note.get_visible()
+
+
+def test_the_first_picture_says_what_to_do_and_reset_brings_the_controls_back(explorer):
+    assert explorer.all_kept_note.get_visible() and "move the slider" in explorer.all_kept_note.get_text()
+    assert explorer.slider.description == "target sparsity s" and explorer.slider.readout_format == ".1%"
+    explorer.zoom.value = True
+    assert explorer.mask_image.image.get_array().shape == (32, 64)
+    explorer.rule.value = "threshold"
+    assert explorer.slider.description == "threshold v_thr" and explorer.slider.readout_format == ".4g"
+    explorer.scope.value = "global"
+    explorer.slider.value = 0.02
+    assert explorer.error is None and explorer.sparsity("*") > 0
+    explorer.reset()
+    assert (explorer.rule.value, explorer.scope.value, explorer.zoom.value) == ("sparsity", "layer", False)
+    assert explorer.slider.value == 0.0 and explorer.slider.description == "target sparsity s"
+    assert explorer.mask_image.image.get_array().shape == (300, 784) and explorer.all_kept_note.get_visible()
 
 
 def test_each_layer_keeps_its_own_setting(explorer):
@@ -170,14 +187,14 @@ def test_a_slow_model_shows_an_estimate_then_the_exact_accuracy(small_test):
 
     async def drag():
         explorer.slider.value = 0.9
-        shown = (explorer.accuracy, explorer.accuracy_is_exact, explorer.readout.value)
+        shown = (explorer.accuracy, explorer.accuracy_is_exact, explorer.headline.value)
         await asyncio.sleep(0.3)
         return shown
 
     _, exact_then, text = asyncio.run(drag())
     assert not exact_then and "estimate on 300 test images" in text
     assert explorer.accuracy_is_exact and explorer.accuracy == pl.evaluate(explorer.model, small_test).accuracy
-    assert "all 2,000 test images" in explorer.readout.value
+    assert "all 2,000 test images" in explorer.headline.value
 
 
 def test_the_time_budget_decides_how_many_images_an_estimate_uses(small_test):

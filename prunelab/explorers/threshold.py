@@ -36,6 +36,7 @@ from .base import AccuracyMeter, MeteredExplorer
 __all__ = ["ThresholdExplorer"]
 
 Rule = Literal["sparsity", "threshold", "quality"]
+SLIDER = {"sparsity": "target sparsity s", "threshold": "threshold v_thr", "quality": "quality q (v_thr = q·σ)"}
 
 
 class ThresholdExplorer(MeteredExplorer):
@@ -76,27 +77,39 @@ class ThresholdExplorer(MeteredExplorer):
 
         criteria = ["magnitude", "random"] + (["gradient", "taylor"] if calibration_data is not None else [])
         style = {"description_width": "initial"}
-        self.layer = widgets.Dropdown(options=list(self.layers), description="layer", style=style)
+        compact = {"description_width": "initial", "button_width": "auto"}
+        self.layer = widgets.Dropdown(options=list(self.layers), description="layer", style=style,
+                                      layout=widgets.Layout(width="max-content", min_width="150px"))
         self.scope = widgets.ToggleButtons(options=[("layer-wise", "layer"), ("global", "global")],
-                                           description="scope", style=style)
-        self.criterion = widgets.Dropdown(options=criteria, description="criterion", style=style)
+                                           description="scope", style=compact,
+                                           tooltips=["each layer its own v_thr", "one v_thr over all layers"])
+        self.criterion = widgets.Dropdown(options=criteria, description="score", style=style,
+                                          layout=widgets.Layout(width="max-content", min_width="160px"))
         self.rule = widgets.ToggleButtons(options=[("target sparsity s", "sparsity"),
                                                    ("fixed threshold v_thr", "threshold"),
                                                    ("quality q·σ", "quality")],
-                                          description="v_thr from", style=style)
-        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description="s",
-                                          readout_format=".3g", continuous_update=True,
-                                          layout=widgets.Layout(width="480px"), style=style)
+                                          description="v_thr from", style=compact,
+                                          tooltips=["v_thr removes exactly the fraction s of the weights",
+                                                    "v_thr is the slider value, in the score's units",
+                                                    "v_thr = q · σ(W), Han et al."])
+        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description=SLIDER["sparsity"],
+                                          readout_format=".1%", continuous_update=True,
+                                          layout=widgets.Layout(width="440px"), style=style)
+        self.zoom = widgets.Checkbox(value=False, description="zoom: the mask's first 32 × 64 weights",
+                                     indent=False, layout=widgets.Layout(width="auto"))
         self.reset_button = self.make_reset_button("remove every mask: the original weights, bit for bit")
+        self.headline = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))   # the accuracy, large
 
         self._build_figure(bins)
         self.observe({self.slider: self._on_slider, self.layer: self._on_layer, self.scope: self._on_scope,
-                      self.criterion: self._on_criterion, self.rule: self._on_rule})
+                      self.criterion: self._on_criterion, self.rule: self._on_rule, self.zoom: self._on_layer})
+        wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         self.view = widgets.VBox([
-            widgets.HBox([self.layer, self.scope]),
-            widgets.HBox([self.criterion, self.rule]),
-            widgets.HBox([self.slider, self.reset_button]),
-            self.error_box, self.image, self.readout])
+            widgets.HBox([self.layer, self.criterion, self.scope], layout=wrap),
+            widgets.HBox([self.rule], layout=wrap),
+            widgets.HBox([self.slider, self.headline], layout=wrap),
+            self.error_box, self.image, widgets.HBox([self.zoom, self.reset_button], layout=wrap),
+            self.readout])
         self._configure_slider()
         self._redraw()
 
@@ -180,16 +193,16 @@ class ThresholdExplorer(MeteredExplorer):
         """Range, step and value of the slider for the current rule, scope and criterion."""
         rule, key = self.rule.value, self._key()
         if rule == "sparsity":
-            lo, hi, step, label = 0.0, 0.99, 0.01, "s"
+            lo, hi, step, fmt = 0.0, 0.99, 0.01, ".1%"
         elif rule == "threshold":
             hi = float(self.ranked(key).sorted[-1])
-            lo, step, label = 0.0, hi / 400 if hi > 0 else 0.01, "v_thr"
+            lo, step, fmt = 0.0, hi / 400 if hi > 0 else 0.01, ".4g"          # as the table below shows v_thr
         else:
-            lo, hi, step, label = 0.0, 4.0, 0.02, "q"
+            lo, hi, step, fmt = 0.0, 4.0, 0.02, ".2f"
         value = self._value_for(key)
         with self.quiet():
             self.slider.min, self.slider.max = lo, max(hi, lo + step)   # widen first, then narrow
-            self.slider.step, self.slider.description = step, label
+            self.slider.step, self.slider.description, self.slider.readout_format = step, SLIDER[rule], fmt
             self.slider.value = min(max(value, lo), self.slider.max)
 
     def _on_slider(self, change) -> None:
@@ -198,16 +211,22 @@ class ThresholdExplorer(MeteredExplorer):
         self.update(self._apply(self._key(), change["new"]))
 
     def _on_layer(self, change) -> None:
+        if self._quiet:
+            return
         self._rebuild_layer_panels()
         self._configure_slider()
         self._redraw()
 
     def _on_scope(self, change) -> None:
+        if self._quiet:
+            return
         self._configure_slider()
         if change["new"] == "global":   # one v_thr for all layers, from the current slider value
             self.update(self._apply("*", self.slider.value))
 
     def _on_criterion(self, change) -> None:
+        if self._quiet:
+            return
         if self.rule.value == "quality" and change["new"] != "magnitude":
             with self.quiet():
                 self.rule.value = "sparsity"
@@ -231,7 +250,7 @@ class ThresholdExplorer(MeteredExplorer):
     # ------------------------------------------------------------------ drawing
     def _build_figure(self, bins: int) -> None:
         with matplotlib.rc_context({"font.size": 8}):
-            self.fig = Figure(figsize=(9.0, 3.0), dpi=80, layout="constrained")
+            self.fig = Figure(figsize=(7.5, 2.7), dpi=80, layout="constrained")   # 600 x 216 px: drawn as shown
             self.ax_mask, self.ax_hist = self.fig.subplots(1, 2, width_ratios=[1.4, 1.0])
         self.bins = bins
         self.mask_image = None
@@ -245,21 +264,30 @@ class ThresholdExplorer(MeteredExplorer):
         with matplotlib.rc_context({"font.size": 8}):
             self.ax_mask.clear()
             self.ax_hist.clear()
-            self.mask_image = MaskImage(self.ax_mask, self.masks[name])
+            self.mask_image = MaskImage(self.ax_mask, self._mask_view(self.masks[name]))
             self.histogram = WeightHistogram(self.ax_hist, W, bins=self.bins)
             shape = " × ".join(map(str, W.flatten(1).shape))
-            self.ax_mask.set_title(f"mask M of {name}  [{shape}]  (black = kept)")
-            self.ax_hist.set_title(f"weights of {name}")
-        self.renderer.animated = [self.mask_image.image, *self.histogram.artists]
+            part = ", first 32 × 64" if self.zoom.value else ""
+            self.ax_mask.set_title(f"mask M of {name} [{shape}]{part}: black = kept", fontsize=9)
+            self.ax_hist.set_title(f"weights of {name}", fontsize=9)
+            self.all_kept_note = self.ax_mask.text(
+                0.5, 0.5, "nothing pruned yet:\nmove the slider", transform=self.ax_mask.transAxes, ha="center",
+                va="center", fontsize=11, color="black", bbox={"facecolor": "white", "edgecolor": "0.5"})
+        self.renderer.animated = [self.mask_image.image, *self.histogram.artists, self.all_kept_note]
         self.renderer.capture_background()
 
     def _redraw(self) -> None:
         name = self.layer.value
         magnitude = self.criterion.value == "magnitude" and math.isfinite(self.v_thr.get(name, -math.inf))
-        self.mask_image.update(self.masks[name])
+        self.mask_image.update(self._mask_view(self.masks[name]))
+        self.all_kept_note.set_visible(bool(self.masks[name].all()))
         self.histogram.update(self.masks[name], self.v_thr.get(name) if magnitude else None)
         self.image.value = self.renderer.png()
         self._redraw_readout()
+
+    def _mask_view(self, keep: Tensor) -> Tensor:
+        """The mask as drawn: W.flatten(1), or its top-left 32 × 64 weights when zoomed."""
+        return keep.flatten(1)[:32, :64] if self.zoom.value else keep
 
     def _redraw_readout(self) -> None:
         rows, kept_all, total_all = [], 0, 0
@@ -274,6 +302,12 @@ class ThresholdExplorer(MeteredExplorer):
         other = sum(p.numel() for p in self.model.parameters()) - total_all   # biases, BatchNorm, other layers
         delta = 100 * (self.accuracy - self.baseline)
         where = self.meter.where()
+        self.headline.value = (
+            f"<div class='prunelab-accuracy' style='line-height:1.3'><span style='font-size:14px'>"
+            f"{self.data.accuracy_label()}: </span><span style='font-size:24px;font-weight:bold'>"
+            f"{self.accuracy:.2%}</span><br><span style='font-size:13px'>{delta:+.2f} points from dense "
+            f"({self.baseline:.2%}); {html.escape(self.layer.value)} {self.sparsity(self.layer.value):.1%} pruned, "
+            f"all layers {1 - kept_all / total_all:.1%}</span><br><span style='font-size:11px'>{where}</span></div>")
         self.readout.value = (
             "<table style='font-family:monospace;font-size:12px'>"
             "<tr><th align=left>layer</th><th align=left>v_thr</th><th align=left>weights kept</th>"
@@ -281,9 +315,7 @@ class ThresholdExplorer(MeteredExplorer):
             f"<tr><td><b>all</b></td><td></td><td>{kept_all:,} / {total_all:,}</td>"
             f"<td><b>{1 - kept_all / total_all:.1%}</b></td></tr></table>"
             f"<div>nonzero parameters: <b>{kept_all + other:,}</b> of {total_all + other:,} "
-            f"(weights of the pruned layers plus {other:,} others)</div>"
-            f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{self.accuracy:.2%}</b> ({where}); "
-            f"baseline {self.baseline:.2%}, change {delta:+.2f} points</div>")
+            f"(weights of the pruned layers plus {other:,} others)</div>")
 
     # ------------------------------------------------------------------ reset
     def reset(self) -> None:
@@ -292,5 +324,9 @@ class ThresholdExplorer(MeteredExplorer):
                              if f"{name}.weight" in M.masked_parameters(self.model)])
         self.masks = {name: torch.ones_like(keep) for name, keep in self.masks.items()}
         self.values, self.v_thr = {}, {}
+        with self.quiet():                      # the controls back to where they started, too
+            self.rule.value, self.scope.value, self.criterion.value = "sparsity", "layer", "magnitude"
+            self.zoom.value = False
+        self._rebuild_layer_panels()
         self._configure_slider()
         self.update(None)
