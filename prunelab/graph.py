@@ -512,8 +512,10 @@ def input_and_output(gm: fx.GraphModule) -> tuple[fx.Node, fx.Node]:
 
 class HeadLayout(NamedTuple):
     """Where the heads of one attention module live: ``qkv`` the packed [3E, E] projection W_in = [W_q; W_k; W_v]
-    (and its bias ``qkv_bias``, or None), ``out`` the [E, E] output projection W_o, ``heads`` H, ``embed_dim`` E.
-    Head h owns rows h·d … (h+1)·d − 1 of each of W_q, W_k, W_v (d = E / H) and the same columns of W_o."""
+    (and its bias ``qkv_bias``, or None), ``out`` the [E, E] output projection W_o, ``heads`` H, ``embed_dim`` E:
+    the width of the heads side by side, H · d (the model's width, unless heads were removed for real: then W_in
+    is [3·H·d, E] and W_o [E, H·d]). Head h owns rows h·d … (h+1)·d − 1 of each of W_q, W_k, W_v (d = E / H) and
+    the same columns of W_o."""
     qkv: str
     qkv_bias: str | None
     out: str
@@ -531,8 +533,8 @@ class HeadLayout(NamedTuple):
 
 def head_layout(model: nn.Module, name: str, module: nn.Module) -> HeadLayout | None:
     """The HeadLayout of ``module``: an ``nn.MultiheadAttention`` with a packed ``in_proj_weight``, or a written-out
-    attention (nanoGPT's) with a Linear ``qkv`` (E -> 3E), a Linear ``proj`` (E -> E) and an int ``heads`` /
-    ``n_head`` / ``num_heads``; None for any other module."""
+    attention (nanoGPT's) with a Linear ``qkv`` (E -> 3·H·d), a Linear ``proj`` (H·d -> E; H·d = E unless heads
+    were removed) and an int ``heads`` / ``n_head`` / ``num_heads``; None for any other module."""
     def masked_or_present(param: str) -> bool:
         owner, _, tensor = param.rpartition(".")
         m = model.get_submodule(owner)
@@ -545,9 +547,9 @@ def head_layout(model: nn.Module, name: str, module: nn.Module) -> HeadLayout | 
     counts = [getattr(module, attr, None) for attr in ("heads", "n_head", "num_heads")]
     heads = next((h for h in counts if isinstance(h, int) and not isinstance(h, bool) and h > 0), None)
     qkv, proj = getattr(module, "qkv", None), getattr(module, "proj", None)
-    if (heads and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)
-            and qkv.out_features == 3 * qkv.in_features == 3 * proj.in_features and qkv.in_features % heads == 0):
+    if (heads and isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear) and qkv.in_features == proj.out_features
+            and qkv.out_features == 3 * proj.in_features and proj.in_features % heads == 0):
         bias = f"{name}.qkv.bias"
         return HeadLayout(f"{name}.qkv.weight", bias if masked_or_present(bias) else None, f"{name}.proj.weight",
-                          heads, qkv.in_features)
+                          heads, proj.in_features)
     return None

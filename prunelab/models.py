@@ -113,7 +113,8 @@ class CausalSelfAttention(nn.Module):
     keys and values of every token, each of the H heads (d = E / H values each) lets a token attend to itself and
     the tokens before it, softmax(Q Kᵀ / √d + causal mask) V, and one Linear ``proj`` (E -> E) mixes the heads.
 
-    Both Linears are called (not read), so prunelab's masks need no ``READERS`` hook here.
+    Both Linears are called (not read), so prunelab's masks need no ``READERS`` hook here. The heads' width H · d is
+    read from ``proj``, so ``prunelab.shrink.shrink_heads`` can remove whole heads (qkv E -> 3·H'·d, proj H'·d -> E).
     """
 
     def __init__(self, embed_dim: int, heads: int):
@@ -126,13 +127,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.size()                                     # batch, tokens, embedding (E)
-        H, d = self.heads, C // self.heads
-        q, k, v = self.qkv(x).split(C, dim=2)                 # 3 x [B, T, C]
+        inner = self.proj.in_features                          # H · d: E, or less once heads were removed
+        H, d = self.heads, inner // self.heads
+        q, k, v = self.qkv(x).split(inner, dim=2)             # 3 x [B, T, H·d]
         q = q.view(B, T, H, d).transpose(1, 2)                # [B, H, T, d]
         k = k.view(B, T, H, d).transpose(1, 2)                # [B, H, T, d]
         v = v.view(B, T, H, d).transpose(1, 2)                # [B, H, T, d]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # [B, H, T, d]: token t sees tokens <= t
-        y = y.transpose(1, 2).contiguous().view(B, T, C)      # [B, T, C]: the heads side by side again
+        y = y.transpose(1, 2).contiguous().view(B, T, inner)  # [B, T, H·d]: the heads side by side again
         return self.proj(y)                                   # [B, T, C]
 
 
@@ -150,6 +152,20 @@ class GPTBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))                        # [B, T, E]
         return x + self.mlp(self.ln2(x))                      # [B, T, E]
+
+
+def token_ids(idx: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``idx`` [B, T] checked (T <= ``block_size``) and as int64: ids may come as floats holding whole numbers
+    (``count_macs``'s probe is zeros of the model's float dtype). Opaque to torch.fx (``torch.fx.wrap``), so that
+    TinyGPT traces into one graph for ``prunelab.graph`` despite these checks."""
+    T = idx.size(1)
+    if T > block_size:
+        raise ValueError(f"TinyGPT reads at most block_size = {block_size} tokens, got {T}; "
+                         f"pass the last {block_size} (idx[:, -{block_size}:]).")
+    return idx.long() if idx.is_floating_point() else idx
+
+
+torch.fx.wrap("token_ids")
 
 
 class TinyGPT(nn.Module):
@@ -182,13 +198,8 @@ class TinyGPT(nn.Module):
                 nn.init.normal_(p, 0.0, std)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        B, T = idx.size()                                     # batch, tokens
-        if T > self.block_size:
-            raise ValueError(f"TinyGPT reads at most block_size = {self.block_size} tokens, got {T}; "
-                             f"pass the last {self.block_size} (idx[:, -{self.block_size}:]).")
-        if idx.is_floating_point():
-            idx = idx.long()                                  # count_macs's probe: zeros of the float dtype
-        positions = torch.arange(T, device=idx.device)        # [T]
+        idx = token_ids(idx, self.block_size)                 # [B, T] int64, T <= block_size
+        positions = torch.arange(idx.size(1), device=idx.device)   # [T]
         x = self.token(idx) + self.position(positions)        # [B, T, E]
         x = self.norm(self.blocks(x))                         # [B, T, E]
         return self.head(x)                                   # [B, T, vocab_size]

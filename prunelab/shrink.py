@@ -47,7 +47,7 @@ from ._helpers import did_you_mean, select_layers
 from .graph import ChannelGroup, GraphError, Route, following_batchnorm
 from .thresholds import check_sparsity, mask_for_sparsity
 
-__all__ = ["shrink", "shrink_groups", "group_importance", "channels_to_keep", "shrinkable_layers",
+__all__ = ["shrink", "shrink_groups", "shrink_heads", "group_importance", "channels_to_keep", "shrinkable_layers",
            "fold_batchnorm"]
 
 Keep = Mapping[str, "Tensor | Sequence[int]"]
@@ -332,6 +332,59 @@ def channels_to_keep(model: nn.Module, threshold: float = 0.0) -> dict[str, Tens
         if zero.any():
             keep[name] = (~zero).nonzero().flatten() if not zero.all() else torch.zeros(1, dtype=torch.int64)
     return keep
+
+
+def _head_indices(name: str, keep, heads: int) -> Tensor:
+    """The kept heads of one attention as sorted int64 indices, from indices or a bool [H] mask; checked."""
+    k = torch.as_tensor(keep)
+    if k.dtype == torch.bool:
+        if k.shape != (heads,):
+            raise ValueError(f"the head mask of {name!r} must be bool [{heads}] (one entry per head), got "
+                             f"{list(k.shape)}.")
+        k = k.nonzero().flatten()
+    k = k.flatten().long()
+    if len(k) == 0 or len(set(k.tolist())) != len(k) or int(k.min()) < 0 or int(k.max()) >= heads:
+        raise ValueError(f"keep[{name!r}] must name distinct heads in 0..{heads - 1}, at least one, got "
+                         f"{k.tolist()}.")
+    return k.sort().values
+
+
+def shrink_heads(model: nn.Module, keep: Mapping[str, "Tensor | Sequence[int]"]) -> nn.Module:
+    """A new, smaller copy of ``model`` without the attention heads it does not keep: ``keep`` maps an attention
+    (a written-out one, ``graph.head_layout``: Linears ``qkv`` and ``proj`` and an int ``heads``, as nanoGPT and
+    ``models.CausalSelfAttention`` write it) to the heads to keep, as indices or a bool [H] mask (``pruning``'s head
+    masks). Head h owns rows h·d … (h+1)·d − 1 of each of W_q, W_k, W_v in W_in [3·H·d, E] and the same columns
+    of W_o [E, H·d]: W_in keeps 3·H'·d rows (and its bias those entries), W_o H'·d columns, ``heads`` becomes H'.
+    The copy computes what the model with those heads masked computes, with H'/H of the attention's projection
+    and product MACs. A masked model is accepted (its effective weights are used); ``model`` is never changed.
+
+    ``nn.MultiheadAttention`` is refused: torch requires its heads to fill the embedding (H · d = E).
+    """
+    if not isinstance(keep, Mapping):
+        raise TypeError(f"keep must be a dict {{attention name: heads to keep}}, got {type(keep).__name__}")
+    modules = dict(model.named_modules())
+    plan = {}
+    for name, k in keep.items():
+        module = modules.get(name)
+        if isinstance(module, nn.MultiheadAttention):
+            raise ValueError(f"{name!r} is an nn.MultiheadAttention, whose heads must fill the embedding (H · d = E), "
+                             "so its heads cannot be removed for real; mask them (prune(granularity='head')) or "
+                             "write the attention out with qkv and proj Linears (models.CausalSelfAttention).")
+        layout = None if module is None else graph.head_layout(model, name, module)
+        if layout is None:
+            raise ValueError(f"{name!r} is not a written-out attention of {type(model).__name__} (Linears qkv and "
+                             f"proj and an int heads).{did_you_mean(name, modules)}")
+        plan[name] = (layout, _head_indices(name, k, layout.heads))
+    small = _plain_copy(model)
+    with torch.no_grad():
+        for name, (layout, heads) in plan.items():
+            module, d = small.get_submodule(name), layout.head_dim
+            cols = (heads[:, None] * d + torch.arange(d)).flatten()                # [H'·d] of the H·d features
+            rows = torch.cat([cols + j * layout.embed_dim for j in range(3)])       # the same in q, k and v
+            _keep_linear_outputs(module.qkv, rows)
+            _keep_linear_inputs(module.proj, cols)
+            module.heads = len(heads)
+    return small
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
