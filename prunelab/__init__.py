@@ -22,8 +22,10 @@ One concept per module, in four layers; a module imports only from its own layer
   committed, units shrunk);
 - **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
   ``lowrank`` (truncated SVD), ``distillation`` (teacher → student soft targets), ``compressed_file`` (the
-  sparse, Huffman-coded file); the two pipelines that use both pruning and compression on purpose:
-  ``deep_compression`` (prune → share → Huffman) and ``gptq`` (k-bit grids with one_shot's OBS updates);
+  sparse, Huffman-coded file); the pipelines that use both pruning and compression on purpose:
+  ``deep_compression`` (prune → share → Huffman), ``gptq`` (k-bit grids with one_shot's OBS updates) and
+  ``integer_inference`` (integer-only inference: shrink's BatchNorm folding, then int8 weights and uint8
+  activations in int32 accumulators with fixed-point requantization);
 - **teaching**: ``exercises`` (checked exercises), ``challenge`` (the capstone's checker) and the interactive
   explorers in ``prunelab.explorers`` (imported on demand: it needs ipywidgets).
 """
@@ -39,6 +41,7 @@ from . import (
                gptq,
                graph,
                heads,
+               integer_inference,
                live_accuracy,
                lowrank,
                masks,
@@ -111,6 +114,7 @@ __all__ = [
                "gptq",
                "graph",
                "heads",
+               "integer_inference",
                "live_accuracy",
                "load_fashion_mnist",
                "load_pretrained",

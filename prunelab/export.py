@@ -14,6 +14,8 @@ you pass is never changed.
   ONNX Runtime's outputs before it is put in place.
 - ``onnx_latency``: ONNX Runtime's time for one batch, with ``metrics.measure_latency``'s statistics
   (``metrics.time_calls``).
+- ``quantize_onnx_int8``: ONNX Runtime's static int8 quantization of such a file (int8 weights per output channel,
+  uint8 activations calibrated on images you give): a real engine's integer kernels, to time against the float file.
 
 The file of ``save_for_pytorch``::
 
@@ -38,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,7 +51,7 @@ from .metrics import LatencyResult, time_calls
 from .shrink import channels_to_keep, shrink
 
 __all__ = ["FORMAT", "VERSION", "ExportError", "ExportRecord", "save_for_pytorch", "load_for_pytorch",
-           "export_onnx", "onnx_latency"]
+           "export_onnx", "onnx_latency", "quantize_onnx_int8"]
 
 FORMAT, VERSION = "prunelab-export", 1
 ATOL = 1e-4                      # ONNX Runtime vs PyTorch: largest allowed |difference| of an output entry
@@ -308,3 +311,54 @@ def onnx_latency(path: str | os.PathLike, x: Tensor | np.ndarray, *, repeats: in
         raise ValueError(f"{path} cannot run on a batch of shape {list(x.shape)} ({x.dtype}): "
                          f"{str(e).splitlines()[0]} Pass x= a batch the model takes.") from None
     return time_calls(lambda: _onnx_outputs(session, x), x.shape[0], repeats=repeats, warmup=warmup)
+
+
+def quantize_onnx_int8(path: str | os.PathLike, out_path: str | os.PathLike, calibration: Tensor, *,
+                       quant_format: Literal["QDQ", "QOperator"] = "QDQ", batch_size: int = 100) -> Path:
+    """ONNX Runtime's static int8 quantization (``onnxruntime.quantization.quantize_static``) of the float ONNX
+    file ``path`` (from ``export_onnx``), written to ``out_path``; returns ``out_path``.
+
+    Weights int8, symmetric per output channel; activations uint8, their ranges the min and max seen when ONNX
+    Runtime runs ``calibration`` (float images [N, ...] as the model takes them, e.g. 1,000 normalised validation
+    images) in batches of ``batch_size``: the scheme of ``prunelab.integer_inference``, in a real engine's kernels.
+    ``quant_format``: ``"QDQ"`` (QuantizeLinear / DequantizeLinear pairs around the float operators, which ONNX
+    Runtime fuses into integer kernels) or ``"QOperator"`` (QLinearConv, QGemm, ...). The file is first run through
+    ONNX Runtime's ``quant_pre_process`` (shape inference, graph clean-up), as its documentation asks.
+    """
+    path, out_path = Path(path), _target(out_path, "quantize_onnx_int8")
+    if not path.is_file():
+        raise FileNotFoundError(f"quantize_onnx_int8: there is no file {path}; write one with "
+                                "prunelab.export.export_onnx.")
+    if quant_format not in ("QDQ", "QOperator"):
+        raise ValueError(f"quant_format must be 'QDQ' or 'QOperator', got {quant_format!r}.")
+    if not isinstance(calibration, Tensor) or not calibration.is_floating_point() or calibration.dim() < 2 \
+            or len(calibration) == 0:
+        raise TypeError("calibration must be float images [N, ...] as the model takes them, e.g. "
+                        "load_fashion_mnist('validation').normalized()[:1000].")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    _, ort = _onnx_packages("quantize_onnx_int8")
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        """``{input name: batch}`` for each batch of the calibration images, then None."""
+
+        def __init__(self, name: str):
+            self.batches = iter([{name: calibration[i:i + batch_size].detach().cpu().numpy()}
+                                 for i in range(0, len(calibration), batch_size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with _writing(out_path) as partial:
+        prepared = partial.parent / f"prepared-{partial.name}"
+        try:
+            quant_pre_process(str(path), str(prepared))
+            name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        except Exception as e:  # onnx's and onnxruntime's errors derive from Exception only
+            raise ExportError(f"onnxruntime cannot read {path} as an ONNX model ({str(e).strip().splitlines()[0]}); "
+                              "write one with prunelab.export.export_onnx.") from None
+        quantize_static(str(prepared), str(partial), Batches(name), quant_format=QuantFormat[quant_format],
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out_path

@@ -221,3 +221,35 @@ def test_export_onnx_bad_example(tmp_path):
     with pytest.raises(ValueError, match="opset"):
         E.export_onnx(model, tmp_path / "vgg.onnx", X[:2], opset="18")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- ONNX int8
+
+@pytest.mark.parametrize("quant_format, op", [("QDQ", "QuantizeLinear"), ("QOperator", "QGemm")])
+def test_quantize_onnx_int8_writes_an_int8_file_that_predicts_as_the_float_one(tmp_path, onnx_files, quant_format,
+                                                                                 op):
+    _, path = onnx_files["lenet300"]
+    calibration = pl.load_fashion_mnist("validation").normalized()[:500]
+    out = E.quantize_onnx_int8(path, tmp_path / "int8.onnx", calibration, quant_format=quant_format)
+    assert out == tmp_path / "int8.onnx" and [p.name for p in tmp_path.iterdir()] == ["int8.onnx"]
+    graph = onnx.load(str(out)).graph
+    assert op in {node.op_type for node in graph.node}
+    assert {init.data_type for init in graph.initializer} & {onnx.TensorProto.INT8}      # int8 weights
+    x = pl.load_fashion_mnist("test").normalized()[:1000].numpy()
+    predict = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0].argmax(1)
+               for p in (path, out)}
+    assert (predict[path] == predict[out]).mean() >= 0.97                # measured 99.3% (QDQ and QOperator)
+
+
+def test_quantize_onnx_int8_bad_input(tmp_path, onnx_files):
+    _, path = onnx_files["lenet300"]
+    with pytest.raises(FileNotFoundError, match="export_onnx"):
+        E.quantize_onnx_int8(tmp_path / "absent.onnx", tmp_path / "int8.onnx", X)
+    with pytest.raises(ValueError, match="'QDQ' or 'QOperator'"):
+        E.quantize_onnx_int8(path, tmp_path / "int8.onnx", X, quant_format="qdq")
+    with pytest.raises(TypeError, match="float images"):
+        E.quantize_onnx_int8(path, tmp_path / "int8.onnx", X.numpy())
+    (tmp_path / "notes.onnx").write_text("hello")
+    with pytest.raises(E.ExportError, match="cannot read.*export_onnx"):
+        E.quantize_onnx_int8(tmp_path / "notes.onnx", tmp_path / "int8.onnx", X)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.onnx"]         # nothing else written

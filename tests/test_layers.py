@@ -17,7 +17,8 @@ LAYERS = {
     "teaching": ["exercises", "challenge", "explorers"],
 }
 PIPELINES = {"deep_compression": ("pruning", "compression"),   # prune → share → Huffman uses both on purpose
-             "gptq": ("pruning", "compression")}               # k-bit grids with one_shot's OBS updates
+             "gptq": ("pruning", "compression"),               # k-bit grids with one_shot's OBS updates
+             "integer_inference": ("pruning", "compression")}  # BatchNorm folded, then integer-only layers
 ORDER = {"the kit": 0, "pruning": 1, "compression": 1, "teaching": 2}   # pruning and compression: side by side
 LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
