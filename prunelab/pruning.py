@@ -33,7 +33,7 @@ from ._helpers import did_you_mean, in_mode, select_layers
 from .data import Data, as_image_set
 from .graph import HeadLayout, following_batchnorm, head_layout
 from .scores import CALIBRATION_EXAMPLE
-from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, unit_norm
+from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, taylor_batches, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 
 __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
@@ -43,10 +43,10 @@ __all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", 
            "replace_with_identity", "unmasked"]
 
 Granularity = Literal["weight", "n:m", "neuron", "channel", "head"]
-Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "random", "wanda",
-                    "mean_activation", "max_activation", "apoz", "loss_change", "head_importance"]
+Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "taylor_batches", "random", "wanda",
+                    "mean_activation", "max_activation", "apoz", "loss_change", "gradient_change", "head_importance"]
 Scope = Literal["layer", "global", "row"]
-_DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change")
+_DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change", "taylor_batches", "gradient_change")
 _UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
 _HEAD_CRITERIA = ("magnitude", "l1", "random", "head_importance")
 
@@ -69,10 +69,13 @@ def unmasked(model: nn.Module):
 
 
 def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
-                  data: Data | None = None, seed: int = 0) -> dict[str, Tensor]:
+                  data: Data | None = None, seed: int = 0, *, batch_size: int = 1) -> dict[str, Tensor]:
     """Per-weight scores of each layer's original weights: ``{layer_name: scores shaped like W}``. ``"wanda"``:
-    |W_ij| · ‖X_j‖₂ from the layer's inputs on ``data`` (Linear layers only; ``one_shot.wanda_scores``)."""
-    _check_choice(criterion, ("magnitude", "gradient", "taylor", "random", "wanda"), "criterion for weights")
+    |W_ij| · ‖X_j‖₂ from the layer's inputs on ``data`` (Linear layers only; ``one_shot.wanda_scores``).
+    ``"taylor"``: |W ⊙ g|, g the gradient over all of ``data``; ``"taylor_batches"``: (1/B) Σ_b |W ⊙ g_b| over
+    batches of ``batch_size`` images (1 = per example; ``scores.taylor_batches``)."""
+    _check_choice(criterion, ("magnitude", "gradient", "taylor", "taylor_batches", "random", "wanda"),
+                  "criterion for weights")
     if criterion == "wanda":
         from .one_shot import wanda_scores  # here, not at the top: one_shot imports this module
         with unmasked(model):  # the inputs each layer sees with the original weights
@@ -86,6 +89,10 @@ def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Cri
         raise ValueError(f"The {criterion!r} criterion needs data to compute gradients: pass data=, e.g. "
                          f"{CALIBRATION_EXAMPLE}.")
     data = as_image_set(data, f"The {criterion!r} criterion", CALIBRATION_EXAMPLE)
+    if criterion == "taylor_batches":
+        with unmasked(model):
+            I = taylor_batches(model, data, batch_size=batch_size)
+        return {name: I[f"{name}.weight"] for name in W}
     with unmasked(model):
         g = loss_gradients(model, data)
     if criterion == "gradient":
@@ -94,10 +101,13 @@ def weight_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Cri
 
 
 def unit_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Criterion,
-                data: Data | None = None, seed: int = 0, n_images: int = 2048) -> dict[str, Tensor]:
+                data: Data | None = None, seed: int = 0, n_images: int = 2048, *,
+                batch_size: int = 1) -> dict[str, Tensor]:
     """Per-unit scores ``{layer_name: [units]}``: the L1 or L2 norm of each row/filter, the sum over the
     unit of a per-weight score (``"magnitude"`` = L1, ``"gradient"``, ``"taylor"``), random, or from the
-    first ``n_images`` of ``data``: mean or max activation, 1 − APoZ, or the measured loss change ΔL_j."""
+    first ``n_images`` of ``data``: mean or max activation, 1 − APoZ, the measured loss change ΔL_j,
+    ``"taylor_batches"``: (1/B) Σ_b |T_j(b)| over batches of ``batch_size`` images (1 = per example;
+    ``data_criteria.unit_taylor_batches``), or ``"gradient_change"``: ΔG_j (``data_criteria.gradient_change``)."""
     _check_choice(criterion, _UNIT_CRITERIA, "criterion for neurons/channels")
     if criterion in ("l1", "l2"):
         p = 1 if criterion == "l1" else 2
@@ -106,12 +116,12 @@ def unit_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Crite
         return {name: random_scores((layer.weight.shape[0],), seed=seed + i)
                 for i, (name, layer) in enumerate(layers.items())}
     if criterion in _DATA_UNIT_CRITERIA:
-        return _data_unit_scores(model, layers, criterion, data, n_images)
+        return _data_unit_scores(model, layers, criterion, data, n_images, batch_size)
     per_weight = weight_scores(model, layers, criterion, data, seed)
     return {name: s.flatten(1).sum(1) for name, s in per_weight.items()}
 
 
-def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Tensor]:
+def _data_unit_scores(model, layers, criterion, data, n_images, batch_size) -> dict[str, Tensor]:
     from . import data_criteria as D
 
     if data is None:
@@ -121,6 +131,11 @@ def _data_unit_scores(model, layers, criterion, data, n_images) -> dict[str, Ten
     with unmasked(model):  # scores from the original weights
         if criterion == "loss_change":
             return {name: D.measured_loss_change(model, name, data, n_images=n) for name in layers}
+        if criterion == "taylor_batches":
+            return {name: D.unit_taylor_batches(model, name, data, batch_size=batch_size, n_images=n)
+                    for name in layers}
+        if criterion == "gradient_change":
+            return {name: D.gradient_change(model, name, data, n_images=n) for name in layers}
         x = data.normalized(next(model.parameters()).device)[:n]
         activations = D.collect_activations(model, x, list(layers))
     score = {"mean_activation": D.mean_activation, "max_activation": D.max_activation,
@@ -292,7 +307,7 @@ def quality_masks(model: nn.Module, quality: float | Mapping[str, float],
 def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularity: Granularity = "weight",
           criterion: Criterion = "magnitude", scope: Scope | None = None, layers: list[str] | None = None,
           n: int = 2, m: int = 4, data: Data | None = None, seed: int = 0,
-          keep_pruned: bool = False) -> dict[str, Tensor]:
+          keep_pruned: bool = False, batch_size: int | None = None) -> dict[str, Tensor]:
     """Mask ``model`` in place and return the parameter masks ``{param_name: bool}``.
 
     ``sparsity``: the fraction of weights (or units) to remove, in [0, 1), or ``{layer: s}``; ignored for
@@ -301,12 +316,17 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     gradual schedules) what is masked now stays masked: its score counts as -inf, so masks only shrink.
     ``prunelab.masks.reset(model)`` restores the original weights exactly. ``data``: images with labels (an
     ImageSet, an ``(x, y)`` pair, a Dataset or a DataLoader: ``data.as_image_set``), needed by the
-    ``"gradient"``, ``"taylor"``, activation and ``"loss_change"`` criteria; ``"wanda"`` (Linear layers only;
+    ``"gradient"``, ``"taylor"``, ``"taylor_batches"``, activation, ``"loss_change"`` and ``"gradient_change"``
+    (neurons and channels only) criteria; ``batch_size``: the batches ``"taylor_batches"`` accumulates over (default
+    1: per example; no other criterion takes it). ``"wanda"`` (Linear layers only;
     ``prunelab.one_shot``) takes that or a tensor the model takes; ``"head_importance"`` (heads only;
     ``prunelab.heads``) takes that or a ``text.TextSet``. ``scope`` defaults to ``"row"`` for Wanda (each
     output row removes its own fraction), else ``"layer"``. Every argument is checked before the model is touched.
     """
     _check_choice(granularity, ("weight", "n:m", "neuron", "channel", "head"), "granularity")
+    if batch_size is not None and criterion != "taylor_batches":
+        raise ValueError(f"batch_size is the batch size of the 'taylor_batches' criterion; {criterion!r} takes none.")
+    batch_size = 1 if batch_size is None else batch_size
     scope = ("row" if criterion == "wanda" else "layer") if scope is None else scope
     _check_choice(scope, ("layer", "global", "row"), "scope")
     if granularity != "n:m":
@@ -332,9 +352,10 @@ def prune(model: nn.Module, sparsity: float | Mapping[str, float], *, granularit
     if heads:
         scores = head_criterion_scores(model, chosen, criterion, data, seed)
     elif units:
-        scores = unit_scores(model, chosen, criterion, data, seed)
+        scores = unit_scores(model, chosen, criterion, data, seed, batch_size=batch_size)
     else:
-        scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed)
+        scores = weight_scores(model, chosen, "magnitude" if criterion in ("l1", "l2") else criterion, data, seed,
+                               batch_size=batch_size)
     alive = _alive(model, scores, granularity) if keep_pruned else {}
     scores = _sink_masked(scores, alive)
     # 2. keep-masks from the scores
