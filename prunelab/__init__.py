@@ -20,14 +20,17 @@ One concept per module, in four layers; a module imports only from its own layer
   importance I_h = E|∂L/∂ξ_h| from data), ``sparse_matmul`` (why masks give no speed-up: sparse storage
   against dense, the break-even sparsity), ``export`` (files that plain PyTorch and ONNX Runtime load: masks
   committed, units shrunk);
-- **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``weight_sharing`` (k-means codebooks),
+- **compression**: ``quantization`` (r = S(q − Z), k-bit files), ``qat`` (quantization-aware training with the
+  straight-through estimator), ``mixed_precision`` (a bit width per layer under a byte budget), ``weight_sharing``
+  (k-means codebooks),
   ``lowrank`` (truncated SVD), ``distillation`` (teacher → student soft targets), ``compressed_file`` (the
   sparse, Huffman-coded file); the pipelines that use both pruning and compression on purpose:
   ``deep_compression`` (prune → share → Huffman), ``gptq`` (k-bit grids with one_shot's OBS updates) and
   ``integer_inference`` (integer-only inference: shrink's BatchNorm folding, then int8 weights and uint8
   activations in int32 accumulators with fixed-point requantization);
-- **teaching**: ``exercises`` (checked exercises), ``challenge`` (the capstone's checker) and the interactive
-  explorers in ``prunelab.explorers`` (imported on demand: it needs ipywidgets).
+- **teaching**: ``exercises`` (checked exercises), ``challenge`` (the capstone's checker), ``editions`` (student and
+  instructor editions of the lessons for nbgrader; ``python -m prunelab.editions build``, not imported here) and the
+  interactive explorers in ``prunelab.explorers`` (imported on demand: it needs ipywidgets).
 """
 from . import (
                challenge,
@@ -46,9 +49,11 @@ from . import (
                lowrank,
                masks,
                metrics,
+               mixed_precision,
                one_shot,
                plots,
                pruning,
+               qat,
                quantization,
                regularization,
                resets,
@@ -122,10 +127,12 @@ __all__ = [
                "lowrank",
                "masks",
                "metrics",
+               "mixed_precision",
                "one_shot",
                "plots",
                "prune",
                "pruning",
+               "qat",
                "quantization",
                "regularization",
                "resets",

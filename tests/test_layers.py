@@ -13,7 +13,8 @@ LAYERS = {
                 "live_accuracy", "encoding", "plots", "text", "text_baseline"],
     "pruning": ["scores", "data_criteria", "thresholds", "pruning", "schedules", "schedule_runs", "resets",
                 "regularization", "sensitivity", "shrink", "export", "one_shot", "heads", "sparse_matmul"],
-    "compression": ["quantization", "weight_sharing", "lowrank", "distillation", "compressed_file"],
+    "compression": ["quantization", "qat", "mixed_precision", "weight_sharing", "lowrank", "distillation",
+                    "compressed_file"],
     "teaching": ["exercises", "challenge", "explorers"],
 }
 PIPELINES = {"deep_compression": ("pruning", "compression"),   # prune → share → Huffman uses both on purpose

@@ -256,3 +256,82 @@ def test_conv_per_channel_has_one_scale_per_filter():
     conv = nn.Conv2d(2, 3, 3)
     qt = Q.quantize_tensor(conv.weight, 4, scheme="affine", per_channel=True)
     assert qt.S.shape == (3, 1, 1, 1) and qt.Z.shape == (3, 1, 1, 1)
+
+
+# ------------------------------------------------------------------------------------------------ mixed precision
+
+@pytest.fixture(scope="module")
+def tiny_curves(train_set):
+    """A 2-layer MLP (784 → 16 → 10) trained briefly, its accuracy-vs-bits curves at 2, 3 and 4 bits."""
+    from prunelab import mixed_precision as MP
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+    pl.train(model, train_set.subset(2000, seed=1), epochs=2, lr=0.05, progress=False)
+    held_out = train_set.subset(1000, seed=2)
+    return model, held_out, MP.bit_curves(model, held_out, (2, 3, 4), per_channel=True)
+
+
+def brute_force(curves, budget):
+    """The highest predicted accuracy over every allocation in budget (ties: fewer bytes), by enumeration."""
+    import itertools
+    fits = [dict(zip(curves.layers, b)) for b in itertools.product(curves.bits, repeat=len(curves.layers))
+            if curves.total_bytes(dict(zip(curves.layers, b))) <= budget]
+    return max(fits, key=lambda b: (curves.predicted_accuracy(b), -curves.total_bytes(b)))
+
+
+def test_layer_bytes_are_the_codes_and_scales_save_quantized_writes(lenet):
+    from prunelab import mixed_precision as MP
+    for bits, per_channel in [(3, True), (4, False)]:
+        entries = Q.encode_quantized(lenet, bits, per_channel=per_channel)["quantized"]
+        for name, layer in pl.masks.prunable_layers(lenet).items():
+            e = entries[f"{name}.weight"]
+            stored = e["codes"].numel() + e["S"].numel() * 4 + e["Z"].numel() * 2
+            scales = layer.weight.shape[0] if per_channel else 1
+            assert MP.layer_bytes(layer.weight.numel(), bits, scales) == stored
+
+
+def test_allocation_meets_the_budget_with_offered_widths_and_equals_brute_force(tiny_curves):
+    from prunelab import mixed_precision as MP
+    _, _, curves = tiny_curves
+    assert curves.layers == ["1", "3"] and curves.bits == (2, 3, 4)
+    totals = sorted({curves.total_bytes({"1": a, "3": b}) for a in curves.bits for b in curves.bits})
+    for budget in sorted({*totals, *(t - 1 for t in totals[1:]), *(t + 37 for t in totals)}):
+        best = brute_force(curves, budget)
+        for allocation in (MP.allocate_bits_from_curves(curves, budget), MP.allocate_bits_exact(curves, budget)):
+            assert allocation.bytes == curves.total_bytes(allocation.bits) <= budget
+            assert set(allocation.bits.values()) <= set(curves.bits)
+            assert allocation.predicted_accuracy == pytest.approx(curves.predicted_accuracy(best), abs=1e-12)
+            assert allocation.bytes == curves.total_bytes(best), budget
+
+
+def test_the_greedy_finishes_with_the_cheapest_move_instead_of_overshooting():
+    from prunelab import mixed_precision as MP
+    # a big layer whose 3 -> 2 bits step is a cliff, a small one with a mild step: 1 byte over the budget of
+    # (3, 3) from (3, 4) must cost the small layer a little, not the big layer the cliff (drop per byte is lower)
+    curves = MP.BitCurves(bits=(2, 3, 4), accuracy={"big": (0.1, 0.8, 0.9), "small": (0.5, 0.85, 0.9)},
+                          baseline=0.9, weights={"big": 8000, "small": 80}, scales={"big": 1, "small": 1},
+                          scheme="symmetric", per_channel=False, n_images=100)
+    budget = curves.total_bytes({"big": 3, "small": 3})
+    allocation = MP.allocate_bits_from_curves(curves, budget)
+    assert allocation.bits == {"big": 3, "small": 3} == MP.allocate_bits_exact(curves, budget).bits
+
+
+def test_allocate_bits_leaves_the_model_alone_and_refuses_bad_widths_and_budgets(tiny_curves):
+    from prunelab import mixed_precision as MP
+    model, held_out, curves = tiny_curves
+    before = snapshot(model)
+    uniform_3 = curves.total_bytes({"1": 3, "3": 3})
+    allocation = MP.allocate_bits(model, held_out, uniform_3, bits=(2, 3, 4), per_channel=True)
+    assert same(snapshot(model), before, ordered=True) and allocation.bytes <= uniform_3
+    mixed = MP.fake_quantize_mixed(model, allocation.bits, per_channel=True)
+    for name, b in allocation.bits.items():
+        assert torch.equal(mixed.get_submodule(name).weight,
+                           Q.fake_quantize(model.get_submodule(name).weight, b, per_channel=True))
+    with pytest.raises(ValueError, match="bits must be an integer from 1 to 8"):
+        MP.allocate_bits(model, held_out, uniform_3, bits=(2, 16))
+    with pytest.raises(ValueError, match="non-empty list"):
+        MP.allocate_bits(model, held_out, uniform_3, bits=4)
+    with pytest.raises(ValueError, match="below the"):
+        MP.allocate_bits_from_curves(curves, curves.total_bytes({"1": 2, "3": 2}) - 1)
+    with pytest.raises(ValueError, match="budget_bytes"):
+        MP.allocate_bits(model, held_out, 1.5e4)
