@@ -11,9 +11,11 @@ What the rest of prunelab asks of that graph is here, once:
 - ``sole_user``: the one node reading a value, when only one does;
 - ``following_batchnorm``: ``{conv: bn}`` for each Conv2d whose output only a BatchNorm2d reads;
 - ``routes``: every way from a layer's output to the Conv2d/Linear layers that read its units, through
-  BatchNorm, activations, pooling and Flatten; a residual ``add`` or the model's output stops it;
+  BatchNorm, activations, pooling and Flatten; a residual ``add``, a ``torch.cat`` or the model's output stops it;
 - ``channel_groups``: the channels that must go together (``ChannelGroup``): the outputs of every layer that
-  meets at a residual ``add`` or passes through a depthwise conv, found by union-find over the graph's values;
+  meets at a residual ``add`` or passes through a depthwise conv, found by union-find over the graph's values,
+  with every BatchNorm (``Norm``) and layer (``Reader``) that reads them, at an offset after a ``torch.cat``;
+- ``channel_op``: what a node computes channel by channel, to run the graph on one number per channel;
 - ``activation_node`` / ``sole_linear_reader``: where a layer's units have their value (after BatchNorm and
   the activation) and the Linear that alone reads them;
 - ``input_and_output`` / ``frontier`` / ``subgraph``: cut the graph and run a part of it, e.g. everything after a
@@ -37,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-__all__ = ["GraphError", "Route", "Reader", "ChannelGroup", "trace", "layer_node", "layer_nodes", "units",
+__all__ = ["GraphError", "Route", "Reader", "Norm", "ChannelGroup", "trace", "layer_node", "layer_nodes", "units",
            "ELEMENTWISE_MODULES", "ELEMENTWISE_FUNCTIONS", "ELEMENTWISE_METHODS", "elementwise_op", "is_elementwise",
-           "sole_user", "following_batchnorm", "routes", "channel_groups", "activation_node", "sole_linear_reader",
-           "frontier", "subgraph", "input_and_output", "HeadLayout", "head_layout"]
+           "sole_user", "following_batchnorm", "routes", "channel_groups", "channel_op", "activation_node",
+           "sole_linear_reader", "frontier", "subgraph", "input_and_output", "HeadLayout", "head_layout"]
 
 # Operations that act on each unit alone. Each can be applied to a tensor of unit values [n]: shrink feeds it
 # the constant a dead unit outputs (ReLU(-3) = 0, Sigmoid(0) = 0.5).
@@ -51,6 +53,7 @@ ELEMENTWISE_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gel
 ELEMENTWISE_METHODS = ("relu", "relu_", "tanh", "sigmoid")
 
 _SPATIAL = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)   # per channel: map only
+_SPATIAL_FUNCTIONS = (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d)   # ... as functions
 _IDENTITY = (nn.Dropout, nn.Identity)
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _ADD_METHODS = ("add", "add_")
@@ -200,6 +203,14 @@ def _is_flatten(gm: fx.GraphModule, node: fx.Node) -> bool:
     return False
 
 
+def _is_pooling(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True for pooling over H and W of [B, C, H, W], channel by channel: nn.MaxPool2d, F.avg_pool2d(x, 2), ..."""
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), _SPATIAL)
+    return (node.op == "call_function" and node.target in _SPATIAL_FUNCTIONS
+            and len(node.all_input_nodes) == 1 and node.args[:1] == tuple(node.all_input_nodes))
+
+
 def _is_add(node: fx.Node) -> bool:
     return (node.op == "call_function" and node.target in _ADD_FUNCTIONS
             or node.op == "call_method" and node.target in _ADD_METHODS)
@@ -244,7 +255,8 @@ def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
     'output' (the model returns them), 'add' (a sum ties them to its other inputs), 'read' (a Conv2d or Linear
     reads them: a consumer), 'depthwise' (a conv whose filter c reads channel c alone: channel c in is channel c
     out), 'batchnorm', 'elementwise' (an activation), 'pass' (pooling, Dropout, Identity: channel by channel),
-    'flatten' (channel c becomes S consecutive features), 'shape' (reads only the shape);
+    'flatten' (channel c becomes S consecutive features), 'shape' (reads only the shape), 'cat' (a ``torch.cat``
+    puts them side by side with other tensors; channel_groups checks along which dimension);
     GraphError (a clause about the layer, as everywhere here) for anything else.
     """
     m = gm.get_submodule(user.target) if user.op == "call_module" else None
@@ -270,15 +282,14 @@ def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
         return "batchnorm"
     if is_elementwise(gm, user):
         return "elementwise"
-    if isinstance(m, _IDENTITY) or (isinstance(m, _SPATIAL) and not flat):   # pooling keeps channels
+    if isinstance(m, _IDENTITY) or (_is_pooling(gm, user) and not flat):    # pooling keeps channels
         return "pass"
     if _is_flatten(gm, user) or (_is_spatial_mean(user) and not flat):
         return "flatten"
     if _is_shape(user):
         return "shape"
     if _is_cat(user):
-        raise GraphError(f"it is concatenated with other tensors by node {user.name!r} (torch.cat), so its channels "
-                         "would sit at an offset among others: not supported yet")
+        return "cat"
     raise GraphError(f"its output cannot be followed through {_where(user)}")
 
 
@@ -300,6 +311,10 @@ def _walk(gm: fx.GraphModule, node: fx.Node, n: int, flat: bool, chain: tuple, f
         if step == "depthwise":
             raise GraphError(f"its output channels are tied to those of the depthwise conv {user.target!r} "
                              "(see channel_groups)")
+        if step == "cat":
+            raise GraphError(f"it is concatenated with other tensors by node {user.name!r} (torch.cat), so its "
+                             "channels sit at an offset among others, which a route does not follow (channel_groups "
+                             "does)")
         m = gm.get_submodule(user.target) if user.op == "call_module" else None
         if step == "read":                                              # a reader: the route ends here
             found.append(Route(user.target, flat, chain))
@@ -317,9 +332,25 @@ def _walk(gm: fx.GraphModule, node: fx.Node, n: int, flat: bool, chain: tuple, f
 
 class Reader(NamedTuple):
     """A Conv2d or Linear that reads a group's channels: its input columns are removed with them.
-    flat: the channels arrive as features, each as S = in_features / n consecutive ones (S = 1 after a Linear)."""
+
+    flat: the channels arrive as features (a Linear reads them), else as the C of maps [B, C, H, W] (a Conv2d);
+    offset: channel c of the group is channel offset + c of the value the reader reads (offset > 0 when a
+        ``torch.cat`` puts other channels before them);
+    S: features per channel: channel k of that value is features k*S .. k*S + S-1 (S = H*W after a Flatten of
+        [B, C, H, W], 1 after a Linear, a global pooling, or for a Conv2d).
+    So channel c of the group is input columns (offset + c)*S .. (offset + c)*S + S-1 of the reader.
+    """
     name: str
     flat: bool
+    offset: int = 0
+    S: int = 1
+
+
+class Norm(NamedTuple):
+    """A BatchNorm that normalises a group's channels: its feature offset + c (gamma, beta, running mean and var)
+    goes with channel c; offset > 0 when it normalises a ``torch.cat`` (DenseNet's BatchNorm after each one)."""
+    name: str
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -329,16 +360,20 @@ class ChannelGroup:
     channels: n, how many there are;
     producers: the Conv2d/Linear layers that write them (filter or row c of W goes), in graph order; a depthwise
         conv is one too (its filter c reads channel c and writes channel c);
-    batchnorms: the BatchNorms that normalise them (gamma, beta, running mean and var [c] go);
-    consumers: the Conv2d/Linear layers that read them (input channel or features of c go);
+    batchnorms: the BatchNorms that normalise them (``Norm``: gamma, beta, running mean and var [offset + c] go);
+    consumers: the Conv2d/Linear layers that read them (``Reader``: the input channel offset + c, or its S
+        features, goes);
     blocked: None when the group can be removed from, else why not: a clause ("its channels reach the model's
-        output ...", "it is concatenated ...") that follows "Cannot shrink 'layer': ".
+        output ...", "node 'cat' concatenates it along dim 3 ...") that follows "Cannot shrink 'layer': ".
     """
     channels: int
     producers: tuple[str, ...]
-    batchnorms: tuple[str, ...]
+    batchnorms: tuple[Norm, ...]
     consumers: tuple[Reader, ...]
     blocked: str | None = None
+
+
+Layout = tuple[tuple[fx.Node, int], ...]      # the channel spaces a value holds side by side: (a node of it, offset)
 
 
 def channel_groups(model: nn.Module) -> list[ChannelGroup]:
@@ -347,10 +382,18 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     Each value of the traced graph (a node) is a channel space. Union-find ties two spaces when a channel of one
     is the same channel of the other: BatchNorm, activations, pooling, Flatten and a depthwise conv pass channel
     c on as channel c, and a residual ``add`` makes channel c of its inputs and its output one channel. A
-    Conv2d/Linear (not depthwise) starts a new space with its outputs. Each group is one space's layers; it is
-    blocked when the space reaches the model's input or output, or an operation the graph cannot follow
-    (``torch.cat``, a product, a grouped conv, ...). A layer that forward calls twice blocks both its spaces.
-    ``model`` may be one already traced (``trace``).
+    Conv2d/Linear (not depthwise) starts a new space with its outputs.
+
+    A ``torch.cat`` along the channels is not a space of its own: its output holds its inputs' spaces side by
+    side, channel c of input i at offset_i + c (offset_i: the channels of the inputs before it; a cat of a cat
+    adds the offsets). What reads the cat's output (a BatchNorm, a ReLU, pooling, a further cat) holds the same
+    layout, and a BatchNorm or a layer reading it joins each input's group at that input's offset (``Norm``,
+    ``Reader``). Each input keeps its own group, its own producers.
+
+    Each group is one space's layers; it is blocked when the space reaches the model's input or output, or an
+    operation the graph cannot follow (a product, a grouped conv, a cat along another dimension, a cat's output
+    added to something, ...). A layer that forward calls twice blocks both its spaces. ``model`` may be one
+    already traced (``trace``).
     """
     gm = model if isinstance(model, fx.GraphModule) else trace(model, "channel_groups")
     parent: dict[fx.Node, fx.Node] = {}
@@ -364,19 +407,26 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     def tie(a: fx.Node, b: fx.Node) -> None:
         parent[find(a)] = find(b)
 
+    cats: dict[fx.Node, Layout] = {}          # a value made by torch.cat (or read from one): its spaces side by side
+
+    def spaces(v: fx.Node) -> Layout:         # the spaces v holds, each with the offset of its channel 0
+        return cats.get(v, ((v, 0),))
+
     flat: dict[fx.Node, bool] = {}            # the node's channels are features [B, F] rather than maps [B, C, H, W]
     flattened: set[fx.Node] = set()           # ... features made by flattening a map: S per channel
-    facts: list[tuple[fx.Node, str, object]] = []        # (a node of the space, kind, layer name / Reader / clause)
+    size: dict[fx.Node, int | None] = {}      # how many channels the node's value has; None where no layer says
+    facts: list[tuple[fx.Node, str, object]] = []   # (a node of the space, kind, layer name / Norm / Reader / clause)
     calls = Counter(node.target for node in gm.graph.nodes if node.op == "call_module")
     for node in gm.graph.nodes:
         parent[node] = node
         inputs = node.all_input_nodes
         x = inputs[0] if inputs else None                                   # the tensor it reads first
-        flat[node] = flat.get(x, False)
+        flat[node], size[node] = flat.get(x, False), None
+        read = [a for t in inputs for a, _ in spaces(t)]                    # every space it reads from
         if node.op == "output":
             reason = (f"its channels reach the model's output (node {node.name!r}): they are outputs of the model "
                       "(the classes of the classifier) and cannot be removed")
-            facts += [(a, "blocked", reason) for a in inputs]
+            facts += [(a, "blocked", reason) for a in read]
             continue
         if x is None:                                   # the model's input, a constant: no layer writes them
             facts.append((node, "blocked", f"its channels are the model's input (node {node.name!r})"
@@ -385,6 +435,13 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
         try:
             step = _follow(gm, node, flat[x])
+            if step in ("read", "batchnorm", "depthwise"):
+                _check_width(node, m, x, size[x], flat[x])
+            if step == "cat":
+                layout, channels = _concatenation(node, size, flat, flattened, spaces)
+            if step in ("add", "depthwise") and any(a in cats for a in inputs):
+                raise GraphError(f"node {node.name!r} reads a torch.cat's output, whose channels belong to several "
+                                 f"groups, in {_where(node)}: not supported yet")
         except GraphError as e:
             step = str(e)                                                   # a clause: why the channels stop
         new_space = isinstance(m, (nn.Conv2d, nn.Linear)) and step != "depthwise"
@@ -393,34 +450,109 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
             step = f"layer {node.target!r} is called {calls[node.target]} times in forward (a shared layer)"
         if new_space:                                                       # its outputs: a new channel space
             facts.append((node, "producer", node.target))
-            flat[node] = isinstance(m, nn.Linear)
+            flat[node], size[node] = isinstance(m, nn.Linear), units(m)
             if isinstance(m, nn.Conv2d) and m.groups > 1:                   # grouped, not depthwise
                 facts.append((node, "blocked", _grouped(node.target, m)))
         if step == "read":
-            facts.append((x, "consumer", Reader(node.target, flat[x])))
+            S = m.in_features // size[x] if flat[x] and size[x] else 1      # features per channel
+            facts += [(a, "consumer", Reader(node.target, flat[x], offset, S)) for a, offset in spaces(x)]
+        elif step == "cat":                                                 # side by side: no space of its own
+            cats[node], size[node] = layout, channels
         elif step in ("depthwise", "batchnorm", "elementwise", "pass", "flatten", "add"):
-            for a in inputs:                                                # channel c in is channel c out
-                tie(node, a)
+            size[node] = size[x]                                            # channel c in is channel c out:
+            if x in cats:
+                cats[node] = cats[x]                                        # ... the cat's layout, passed on
+            else:
+                for a in inputs:                                            # ... or one space with its inputs
+                    tie(node, a)
             if (step == "flatten" and not flat[x]) or x in flattened:
                 flattened.add(node)
             flat[node] = flat[x] or step == "flatten"
             if step == "depthwise":
                 facts.append((node, "producer", node.target))
             if step == "batchnorm":
-                facts.append((node, "batchnorm", node.target))
+                facts += [(a, "batchnorm", Norm(node.target, offset)) for a, offset in spaces(x)]
             if step == "add" and (len({flat[a] for a in inputs}) > 1 or flattened & set(inputs)):
                 facts.append((node, "blocked", f"node {node.name!r} adds its channels, flattened, to other values"))
         elif step != "shape":
-            facts += [(a, "blocked", step) for a in inputs]
+            facts += [(a, "blocked", step) for a in read]
             if not new_space:
                 facts.append((node, "blocked", f"its channels come from {_where(node)}, which cannot be "
                                                "followed channel by channel"))
     return _collect(gm, find, facts)
 
 
+def _check_width(node: fx.Node, m: nn.Module, x: fx.Node, n: int | None, flat: bool) -> None:
+    """GraphError unless layer ``m`` (called by ``node``) fits the n channels of the value ``x`` it reads: a
+    Conv2d's in_channels or a BatchNorm's num_features is n, a Linear's in_features a multiple of n (S per channel)."""
+    if n is None:                                       # no layer writes x: its space has no group to check
+        return
+    k = m.in_features if isinstance(m, nn.Linear) else m.in_channels if isinstance(m, nn.Conv2d) else m.num_features
+    if (k % n if flat and isinstance(m, nn.Linear) else k != n):
+        what = "features" if isinstance(m, nn.Linear) else "channels"
+        raise GraphError(f"its layers disagree on how many channels there are: node {x.name!r} carries {n}, and "
+                         f"{node.target!r} reads {k} {what}")
+
+
+def _concatenation(node: fx.Node, size: dict[fx.Node, int | None], flat: dict[fx.Node, bool],
+                   flattened: set[fx.Node], spaces: Callable[[fx.Node], Layout]) -> tuple[Layout, int]:
+    """The spaces a ``torch.cat(tensors, dim)`` puts side by side, each with the offset of its channel 0 in the
+    output (input i starts at offset_i = size_0 + ... + size_{i-1}, and its own spaces at offset_i + theirs), and
+    the output's number of channels.
+    GraphError (a clause naming the node) where the channels cannot be followed: a cat along another dimension
+    than the channels (dim 1 or -3 of maps [B, C, H, W], dim -1 of features), of maps with features, of
+    flattened maps, or with a tensor whose number of channels no layer says (the model's input)."""
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not (isinstance(tensors, (list, tuple)) and all(isinstance(t, fx.Node) for t in tensors)):
+        raise GraphError(f"node {node.name!r} concatenates it with values that are not tensors of the graph")
+    if len({flat[t] for t in tensors}) > 1:
+        raise GraphError(f"node {node.name!r} concatenates maps [B, C, H, W] with features [B, F]")
+    channels = "dim -1 of features" if flat[tensors[0]] else "dim 1 of maps [B, C, H, W]"
+    if dim not in ((-1,) if flat[tensors[0]] else (1, -3)):
+        raise GraphError(f"node {node.name!r} concatenates it along dim {dim}, not along its channels ({channels}), "
+                         f"so its channels stay whole but hold other values: not supported; write torch.cat(..., "
+                         f"dim={-1 if flat[tensors[0]] else 1}) if the channels were meant")
+    if flattened & set(tensors):
+        raise GraphError(f"node {node.name!r} concatenates flattened maps, whose channels are S features each for an "
+                         "S the graph does not know; concatenate the maps before flattening them")
+    unknown = next((t for t in tensors if size[t] is None), None)
+    if unknown is not None:
+        what = f"the model's input (node {unknown.name!r})" if unknown.op == "placeholder" else _where(unknown)
+        raise GraphError(f"node {node.name!r} concatenates it with {what}, whose number of channels no layer says, "
+                         "so the offsets of the channels after it are not known")
+    layout, offset = [], 0
+    for t in tensors:
+        layout += [(a, offset + inner) for a, inner in spaces(t)]
+        offset += size[t]
+    return tuple(layout), offset
+
+
+def channel_op(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """What ``node`` computes channel by channel, for running the graph on one number per channel (as
+    ``shrink.channels_to_keep`` does): 'layer' (a Conv2d or Linear, depthwise too), 'batchnorm', 'elementwise'
+    (``elementwise_op``), 'pass' (pooling, Dropout, Identity, Flatten, a spatial mean: channel c stays c), 'add',
+    'cat' (its first argument, side by side); None for anything else. Unlike ``channel_groups`` it checks nothing
+    (which dimension a cat joins, whether a layer reads maps or features): ask it only about the nodes of a group
+    that ``channel_groups`` found unblocked."""
+    m = gm.get_submodule(node.target) if node.op == "call_module" else None
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        return "layer"
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return "batchnorm"
+    if is_elementwise(gm, node):
+        return "elementwise"
+    if isinstance(m, _IDENTITY) or _is_pooling(gm, node) or _is_flatten(gm, node) or _is_spatial_mean(node):
+        return "pass"
+    if _is_add(node):
+        return "add"
+    return "cat" if _is_cat(node) else None
+
+
 def _collect(gm: fx.GraphModule, find: Callable[[fx.Node], fx.Node],
              facts: list[tuple[fx.Node, str, object]]) -> list[ChannelGroup]:
-    """One ChannelGroup per space with a producer, its sizes checked: every layer must agree on n."""
+    """One ChannelGroup per space with a producer; its producers must agree on n (the readers and BatchNorms were
+    checked against the value they read)."""
     spaces: dict[fx.Node, dict[str, list]] = {}
     for node, kind, what in facts:
         space = spaces.setdefault(find(node), {"producer": [], "batchnorm": [], "consumer": [], "blocked": []})
@@ -431,12 +563,8 @@ def _collect(gm: fx.GraphModule, find: Callable[[fx.Node], fx.Node],
         if not space["producer"]:
             continue
         sizes = {name: units(gm.get_submodule(name)) for name in space["producer"]}
-        sizes |= {name: gm.get_submodule(name).num_features for name in space["batchnorm"]}
-        sizes |= {r.name: gm.get_submodule(r.name).in_channels for r in space["consumer"] if not r.flat}
         n = sizes[space["producer"][0]]
-        wrong = [f"{name!r} has {k}" for name, k in sizes.items() if k != n]
-        wrong += [f"{r.name!r} reads {k} features" for r in space["consumer"] if r.flat
-                  for k in [gm.get_submodule(r.name).in_features] if k % n]
+        wrong = [f"{name!r} writes {k}" for name, k in sizes.items() if k != n]
         if wrong:
             space["blocked"].append(f"its layers disagree on how many channels there are: {space['producer'][0]!r} "
                                     f"writes {n}, {', '.join(wrong)}")

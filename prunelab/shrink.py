@@ -18,19 +18,30 @@ nn.Sequential models and torchvision's ResNet-18 work alike. Channels tied toget
   channel c on, and Flatten makes it S features;
 - the consumers, every Conv2d/Linear that reads the group: their input columns of c go.
 
+A ``torch.cat`` along the channels puts groups side by side: channel c of its i-th input is channel
+offset_i + c of its output (offset_i = the channels of the inputs before it), so a BatchNorm or a layer reading
+the cat (DenseNet's ``x = cat([x, f(x)])``, an Inception block's branches) loses feature or column offset_i + c
+when input i's group loses channel c; each input keeps its own group.
+
+    conv_a  W[keep_a]  ─┐
+                        cat -> BatchNorm [keep_a, n_a + keep_b] -> ReLU -> conv  W[:, [keep_a, n_a + keep_b]]
+    conv_b  W[keep_b]  ─┘
+
 So ``keep`` names any one producer of a group, and its indices apply to the whole group. A group that reaches
-the model's output (the classifier) or an operation the graph cannot follow (``torch.cat``, a product, a grouped
-conv) is refused with a ValueError saying which node; nothing is guessed. Each module is sliced by the slicer of
-its type (Linear, Conv2d, BatchNorm: outputs; Linear, Conv2d: inputs).
+the model's output (the classifier) or an operation the graph cannot follow (a product, a grouped conv, a cat
+along another dimension) is refused with a ValueError saying which node; nothing is guessed. What each layer
+keeps is gathered over every group first (a layer reading a cat keeps columns of several groups), then each
+module is sliced once by the slicer of its type (Linear, Conv2d, BatchNorm: outputs; Linear, Conv2d: inputs).
 
 ``shrink_groups(model, ratio)`` removes a fraction of every group at once, the channels of least group
 importance I_c = sum over the producers p of ||W_p[c]||_1: the structured pruning Torch-Pruning's
 ``MagnitudePruner`` does (see ``tests/test_groups.py`` for the comparison).
 
 ``shrinkable_layers`` lists the layers whose units can go alone, tied to no other layer's outputs (ResNet-18:
-each BasicBlock's conv1). ``channels_to_keep`` turns a masked model into ``keep`` for those layers:
-``small = shrink(masked, channels_to_keep(masked))`` computes the same function as ``masked`` with fewer
-parameters and MACs.
+each BasicBlock's conv1). ``channels_to_keep`` turns a masked model into ``keep`` for every group, residual
+streams included: it runs the graph on one number per channel (``graph.channel_op``) and keeps the channels
+some reader may see nonzero, so ``small = shrink(masked, channels_to_keep(masked))`` computes the same function
+as ``masked`` with fewer parameters and MACs.
 """
 
 from __future__ import annotations
@@ -187,13 +198,36 @@ def _slicer(table: dict[type, Callable[[nn.Module, Tensor], None]], module: nn.M
     return next(keep for kind, keep in table.items() if isinstance(module, kind))
 
 
-def _reader_columns(n: int, idx: Tensor, reader: graph.Reader, modules: dict[str, nn.Module]) -> Tensor:
-    """The input columns of ``reader`` that carry the kept channels ``idx`` of a group of n: ``idx`` itself, or
-    when they arrive flat the S = in_features / n features c*S .. c*S + S-1 of each kept c: [len(idx) * S]."""
-    if not reader.flat:
-        return idx
-    S = modules[reader.name].in_features // n
-    return (idx[:, None] * S + torch.arange(S)).flatten()
+def _columns(m: nn.Module) -> int:
+    """Input columns of a Linear (in_features) or Conv2d (in_channels)."""
+    return m.in_features if isinstance(m, nn.Linear) else m.in_channels
+
+
+def _strike(kept: dict[str, Tensor], name: str, width: int, gone: Tensor) -> None:
+    """Mark the entries ``gone`` of layer ``name``'s keep-mask (bool [width], all True when first met) as removed."""
+    kept.setdefault(name, torch.ones(width, dtype=torch.bool))[gone] = False
+
+
+def _kept(cut: dict[ChannelGroup, Tensor], modules: dict[str, nn.Module]) -> tuple[dict[str, Tensor],
+                                                                                   dict[str, Tensor]]:
+    """``(outputs, inputs)``: for each layer a cut group touches, bool keep-masks over its output units [units]
+    and its input columns [columns]. Each group strikes out its removed channels c where they sit: row c of its
+    producers, feature offset + c of its BatchNorms, columns (offset + c)*S .. (offset + c)*S + S-1 of its
+    readers (``graph.Reader``). A layer reading a torch.cat of several groups loses the columns of each."""
+    outputs: dict[str, Tensor] = {}
+    inputs: dict[str, Tensor] = {}
+    for g, i in cut.items():
+        removed = torch.ones(g.channels, dtype=torch.bool)
+        removed[i] = False
+        gone = removed.nonzero().flatten()                                     # the removed channels [n - len(i)]
+        for name in g.producers:
+            _strike(outputs, name, g.channels, gone)
+        for bn in g.batchnorms:
+            _strike(outputs, bn.name, modules[bn.name].num_features, bn.offset + gone)
+        for r in g.consumers:
+            columns = ((r.offset + gone)[:, None] * r.S + torch.arange(r.S)).flatten()   # [len(gone) * S]
+            _strike(inputs, r.name, _columns(modules[r.name]), columns)
+    return outputs, inputs
 
 
 def _groups_to_cut(gm: fx.GraphModule, indices: dict[str, Tensor]) -> dict[ChannelGroup, Tensor]:
@@ -232,7 +266,7 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
     The indices apply to the layer's whole channel group (``graph.channel_groups``): every layer that writes the
     same channels through a residual ``add`` or a depthwise conv keeps them too (name one of them, or give them
     all the same indices). Biases, the group's BatchNorms and the inputs of every Conv2d/Linear reading the group
-    (across Flatten) are sliced to match.
+    (across Flatten, and at the group's offset across a ``torch.cat``) are sliced to match.
     A masked model is accepted: the copy holds the effective weights ``orig * mask`` as plain parameters.
     ``model`` itself is never changed; bad input raises ValueError/TypeError before anything is built.
     """
@@ -241,14 +275,11 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
     indices = {name: _check_indices(model, name, idx) for name, idx in keep.items()}
     small = _plain_copy(model)
     gm, modules = graph.trace(small, "shrink"), dict(small.named_modules())
-    cut = _groups_to_cut(gm, indices)
+    outputs, inputs = _kept(_groups_to_cut(gm, indices), modules)
     with torch.no_grad():
-        for g, i in cut.items():
-            for name in (*g.producers, *g.batchnorms):    # output units: filters/rows, BatchNorm features
-                _slicer(_KEEP_OUTPUTS, modules[name])(modules[name], i)
-            for reader in g.consumers:                    # input columns: channels, or features after Flatten
-                _slicer(_KEEP_INPUTS, modules[reader.name])(modules[reader.name], _reader_columns(
-                    g.channels, i, reader, modules))
+        for table, kept in ((_KEEP_OUTPUTS, outputs), (_KEEP_INPUTS, inputs)):
+            for name, mask in kept.items():               # outputs: filters/rows, BatchNorm features; inputs: columns
+                _slicer(table, modules[name])(modules[name], mask.nonzero().flatten())
     return small
 
 
@@ -289,48 +320,96 @@ def shrink_groups(model: nn.Module, ratio: float, *, importance: Literal["l1"] =
     return shrink(model, keep)
 
 
-def _constant_output(layer: nn.Module, routes: list[Route], threshold: float) -> Tensor:
-    """Per unit [n]: the value it hands to every reader if that value is the same constant for all inputs
-    (its weights all |w| <= threshold), else nan. BatchNorm with gamma = 0 outputs beta whatever comes in."""
+def _written(layer: nn.Module, threshold: float) -> Tensor:
+    """Per unit [n] of a Conv2d/Linear: its bias (0 without one) where its effective weights are all
+    |w| <= threshold, the value it writes whatever comes in; nan where its output depends on the input."""
     W, b = masks.effective(layer), masks.effective(layer, "bias")
     dead = W.flatten(1).abs().amax(1) <= threshold
-    v0 = torch.where(dead, b if b is not None else torch.zeros_like(dead, dtype=W.dtype), torch.nan)
-    out = []
-    for route in routes:
-        v = v0.clone()                     # clone: an in-place ReLU (ResNet's) would change v0 for the next path
-        for name, op in route.chain:
-            if name is None:
-                v = op(v)
-                continue
-            gamma, beta = masks.effective(op), masks.effective(op, "bias")
-            gamma = torch.ones_like(v) if gamma is None else gamma
-            beta = torch.zeros_like(v) if beta is None else beta
-            # a constant equal to the running mean gives beta in eval and train mode alike
-            mean = op.running_mean if op.running_mean is not None else torch.full_like(v, torch.nan)
-            v = torch.where((gamma == 0) | (v == mean), beta, torch.nan)
-        out.append(v)
-    return torch.where(torch.stack(out).eq(out[0]).all(0), out[0], torch.nan)
+    return torch.where(dead, b if b is not None else torch.zeros_like(dead, dtype=W.dtype), torch.nan)
+
+
+def _normalised(bn: nn.Module, v: Tensor | None) -> Tensor:
+    """What a BatchNorm makes of per-channel constants v [C] (None: not known): beta where gamma = 0 (it outputs
+    beta whatever comes in) or where v equals the running mean (a constant normalises to beta in eval and train
+    mode alike); nan elsewhere."""
+    gamma, beta = masks.effective(bn), masks.effective(bn, "bias")
+    nan = torch.full((bn.num_features,), torch.nan)
+    gamma = torch.ones_like(nan) if gamma is None else gamma
+    beta = torch.zeros_like(nan) if beta is None else beta
+    mean = nan if bn.running_mean is None else bn.running_mean
+    return torch.where((gamma == 0) | ((nan if v is None else v) == mean), beta, torch.nan)
+
+
+def _channel_constants(gm: fx.GraphModule, threshold: float) -> dict[fx.Node, Tensor | None]:
+    """Run the graph on one number per channel: for each node, the value [C] each of its channels holds whatever the
+    model's input (nan where it depends on it), or None where nothing is known (the model's input, an operation
+    ``graph.channel_op`` does not name). A Conv2d/Linear writes its bias where its weights are dead, a BatchNorm
+    beta where gamma = 0, an activation maps the number (ReLU(-1) = 0), pooling and Flatten pass it on, an add
+    sums, a cat puts the numbers side by side."""
+    values: dict[fx.Node, Tensor | None] = {}
+    for node in gm.graph.nodes:
+        op = graph.channel_op(gm, node)
+        x = node.args[0] if node.args else None
+        v = values.get(x) if isinstance(x, fx.Node) else None
+        if op == "layer":
+            values[node] = _written(gm.get_submodule(node.target), threshold)
+        elif op == "batchnorm":
+            values[node] = _normalised(gm.get_submodule(node.target), v)
+        elif op == "elementwise":                   # clone: an in-place ReLU would change the value it read
+            values[node] = None if v is None else graph.elementwise_op(gm, node)(v.clone())
+        elif op == "pass":
+            values[node] = v
+        elif op == "add" and not node.kwargs:       # terms: values of nodes, or plain numbers (x + 1)
+            terms = [values.get(a) if isinstance(a, fx.Node) else a for a in node.args]
+            values[node] = None if any(t is None for t in terms) else sum(terms)
+        elif op == "cat" and isinstance(x, (list, tuple)):
+            parts = [values.get(t) if isinstance(t, fx.Node) else None for t in x]
+            values[node] = None if any(p is None for p in parts) else torch.cat(parts)
+        else:
+            values[node] = None
+    return values
+
+
+def _reads_zero(gm: fx.GraphModule, values: dict[fx.Node, Tensor | None], group: ChannelGroup) -> Tensor:
+    """bool [n]: True for the channels c of ``group`` that every reader reads as exactly 0, whatever the input
+    (channel offset + c of the value it reads, ``graph.Reader``)."""
+    zero = torch.ones(group.channels, dtype=torch.bool)
+    for r in group.consumers:
+        v = values.get(graph.layer_node(gm, r.name).args[0])
+        if v is None:
+            return torch.zeros_like(zero)
+        zero &= v[r.offset: r.offset + group.channels] == 0
+    return zero
 
 
 @torch.no_grad()
 def channels_to_keep(model: nn.Module, threshold: float = 0.0) -> dict[str, Tensor]:
-    """For a masked (or zeroed) model: ``{layer: indices of units to keep}`` for every shrinkable layer that has
-    units outputting exactly 0, so that ``shrink(model, channels_to_keep(model))`` computes the same function.
+    """For a masked (or zeroed) model: ``{layer: indices of channels to keep}`` for every channel group with
+    channels that hand on exactly 0, keyed by the group's first producer (``graph.channel_groups``; for a layer tied
+    to no other, the layer itself), so that ``shrink(model, channels_to_keep(model))`` computes the same function.
 
-    A unit is removable when what it hands on is always 0: its effective weights (``orig * mask``) are all
-    ``|w| <= threshold`` and its bias is 0, or its following BatchNorm has gamma = beta = 0 (the masking
-    convention). A zero row with a nonzero bias outputs a constant and is kept. Layers tied by a residual
-    connection and the classifier are left out (see ``shrinkable_layers``). If every unit of a layer outputs
-    0, unit 0 is kept: a layer cannot have zero units. Values: sorted int64 tensors.
+    Channel c of a group can go when every layer reading the group reads exactly 0 in it, whatever the input. To
+    find out, the graph is run on one number per channel (``_channel_constants``): a producer whose effective
+    weights (``orig * mask``) are all ``|w| <= threshold`` writes its bias, a BatchNorm with gamma = 0 writes beta
+    (the masking convention zeroes both, so a masked channel writes 0), an activation maps the number
+    (ReLU(-1) = 0 goes, Sigmoid(0) = 0.5 stays), an add sums, a cat puts the numbers side by side. So a channel
+    of a residual stream (ResNet's) goes only when every layer that adds into it writes 0: one masked conv2 alone
+    is kept, and so is a zero row with a nonzero bias (a constant). Blocked groups (the classifier's outputs) are
+    left out. If every channel of a group reads 0, channel 0 is kept: a layer cannot have zero units. Values:
+    sorted int64 tensors.
     """
     if not (isinstance(threshold, (int, float)) and 0 <= threshold < float("inf")):
         raise ValueError(f"threshold must be a finite number >= 0 (weights with |w| <= threshold count as zero), "
                          f"got {threshold!r}")
+    gm = graph.trace(model, "channels_to_keep")
+    values = _channel_constants(gm, threshold)
     keep = {}
-    for name, routes in _free_routes(model, graph.trace(model, "channels_to_keep")).items():
-        zero = _constant_output(model.get_submodule(name), routes, threshold) == 0
+    for g in graph.channel_groups(gm):
+        if g.blocked or not g.consumers:
+            continue
+        zero = _reads_zero(gm, values, g)
         if zero.any():
-            keep[name] = (~zero).nonzero().flatten() if not zero.all() else torch.zeros(1, dtype=torch.int64)
+            keep[g.producers[0]] = (~zero).nonzero().flatten() if not zero.all() else torch.zeros(1, dtype=torch.int64)
     return keep
 
 

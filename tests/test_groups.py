@@ -1,5 +1,6 @@
-"""Channel groups: channels tied by residual adds and depthwise convs are found by graph.channel_groups, removed
-together by shrink and shrink_groups, and the result matches the masked model and Torch-Pruning's counts."""
+"""Channel groups: channels tied by residual adds and depthwise convs, and read at an offset after a torch.cat, are
+found by graph.channel_groups, removed together by shrink and shrink_groups, and the result matches the masked model
+and Torch-Pruning's counts."""
 
 import copy
 import math
@@ -12,7 +13,7 @@ from torch import nn
 
 import prunelab as pl
 from prunelab import graph
-from prunelab.graph import Reader
+from prunelab.graph import Norm, Reader
 from conftest import randomize_batchnorm, same, snapshot
 from prunelab.shrink import group_importance, shrink, shrink_groups
 
@@ -47,26 +48,28 @@ class ResidualCNN(nn.Module):
 
 def zero_channels(model, removed):
     """A copy of ``model`` where the channels ``removed[group]`` of each group output exactly 0: the filters and
-    bias entries of every producer and gamma and beta of every BatchNorm of the group are zeroed."""
+    bias entries of every producer and gamma and beta of every BatchNorm of the group (at its offset, after a
+    torch.cat) are zeroed."""
     masked = copy.deepcopy(model)
     with torch.no_grad():
         for group, idx in removed.items():
-            for name in (*group.producers, *group.batchnorms):
+            idx = torch.as_tensor(idx)
+            for name, offset in [(p, 0) for p in group.producers] + list(group.batchnorms):
                 m = masked.get_submodule(name)
-                m.weight[idx] = 0
+                m.weight[offset + idx] = 0
                 if m.bias is not None:
-                    m.bias[idx] = 0
+                    m.bias[offset + idx] = 0
     return masked
 
 
 def test_groups_of_a_small_residual_cnn_are_the_expected_ones():
     groups = graph.channel_groups(ResidualCNN())
     assert [(g.channels, g.producers, g.batchnorms, g.consumers, g.blocked) for g in groups[:-1]] == [
-        (8, ("stem", "b1_conv2"), ("stem_bn", "b1_bn2"),                       # the stem and block 1 add together
+        (8, ("stem", "b1_conv2"), (Norm("stem_bn"), Norm("b1_bn2")),           # the stem and block 1 add together
          (Reader("b1_conv1", False), Reader("b2_conv1", False), Reader("down", False)), None),
-        (8, ("b1_conv1",), ("b1_bn1",), (Reader("b1_conv2", False),), None),
-        (16, ("b2_conv1",), ("b2_bn1",), (Reader("b2_conv2", False),), None),
-        (16, ("b2_conv2", "down", "dw"), ("b2_bn2", "down_bn", "dw_bn"),     # + the depthwise conv after the add
+        (8, ("b1_conv1",), (Norm("b1_bn1"),), (Reader("b1_conv2", False),), None),
+        (16, ("b2_conv1",), (Norm("b2_bn1"),), (Reader("b2_conv2", False),), None),
+        (16, ("b2_conv2", "down", "dw"), (Norm("b2_bn2"), Norm("down_bn"), Norm("dw_bn")),   # + the depthwise conv
          (Reader("pw", False),), None),
         (24, ("pw",), (), (Reader("fc", True),), None),                       # through pooling and flatten
     ]
@@ -102,7 +105,7 @@ def test_shrinking_one_group_of_the_small_cnn_matches_zeroing_it(index):
     with torch.no_grad():
         torch.testing.assert_close(small(x), zero_channels(model, {group: removed})(x), rtol=1e-4, atol=1e-5)
     assert all(small.get_submodule(p).out_channels == len(kept) for p in group.producers)
-    assert all(small.get_submodule(b).num_features == len(kept) for b in group.batchnorms)
+    assert all(small.get_submodule(b.name).num_features == len(kept) for b in group.batchnorms)
     assert same(snapshot(model), before)
 
 
@@ -132,7 +135,7 @@ def test_a_conv_that_reads_and_writes_its_own_group_loses_rows_and_columns_alike
     model = randomize_batchnorm(PreNorm(), g).eval()
     (group, _) = graph.channel_groups(model)
     assert (group.producers, group.batchnorms, group.consumers) == (
-        ("a", "b"), ("bn",), (Reader("b", False), Reader("fc", True)))
+        ("a", "b"), (Norm("bn"),), (Reader("b", False), Reader("fc", True, S=26 * 26)))
     small = shrink(model, {"b": [0, 2, 5]})
     assert small.b.weight.shape == (3, 3, 1, 1) and small.fc.in_features == 3 * 26 * 26
     x = torch.randn(2, 1, 28, 28, generator=g)
@@ -146,10 +149,11 @@ def lowest(model, group, ratio):
     return I.argsort(stable=True)[: round(ratio * group.channels)]
 
 
-@pytest.mark.parametrize("model_name", ["small", "resnet18"])
+@pytest.mark.parametrize("model_name", ["small", "resnet18", "dense", "inception"])
 def test_shrink_groups_matches_the_model_with_the_least_important_channels_zeroed(model_name):
     g = torch.Generator().manual_seed(9)
-    model = randomize_batchnorm(ResidualCNN() if model_name == "small" else pl.build_model("resnet18"), g).eval()
+    make = {"small": ResidualCNN, "resnet18": lambda: pl.build_model("resnet18"), **CONCATENATING}[model_name]
+    model = randomize_batchnorm(make(), g).eval()                # CONCATENATING: DenseCNN, InceptionCNN (below)
     before = snapshot(model)
     groups = [grp for grp in graph.channel_groups(model) if not grp.blocked]
 
@@ -181,14 +185,19 @@ def test_shrink_groups_leaves_ignored_and_blocked_groups_whole():
 
 # ---------------------------------------------------------------------- against Torch-Pruning
 
-def torch_pruning_resnet18(ratio):
+def torch_pruning_magnitude(model, ratio):
+    """``model`` pruned in place by Torch-Pruning's MagnitudePruner: L1 magnitude, ``pruning_ratio=ratio`` in every
+    group (local), the classifier ``fc`` ignored."""
     tp = pytest.importorskip("torch_pruning")
-    model = pl.build_model("resnet18")
-    example_inputs = torch.randn(1, 1, 28, 28)
-    pruner = tp.pruner.MagnitudePruner(model, example_inputs, importance=tp.importance.MagnitudeImportance(p=1),
-                                       pruning_ratio=ratio, ignored_layers=[model.fc], global_pruning=False)
+    pruner = tp.pruner.MagnitudePruner(model, torch.randn(1, 1, 28, 28),
+                                       importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                                       ignored_layers=[model.fc], global_pruning=False)
     pruner.step()
     return model
+
+
+def torch_pruning_resnet18(ratio):
+    return torch_pruning_magnitude(pl.build_model("resnet18"), ratio)
 
 
 def widths(model):
@@ -210,16 +219,192 @@ def test_resnet18_counts_match_torch_pruning_magnitude_pruner(ratio):
     assert pl.count_parameters(model) == 11_175_370
 
 
+# ---------------------------------------------------------------------- concatenation: groups side by side
+
+class DenseLayer(nn.Module):
+    """DenseNet's layer: x [B, C, H, W] -> cat([x, conv2(relu(bn2(conv1(relu(bn1(x))))))]) [B, C + growth, H, W]."""
+
+    def __init__(self, c_in, growth=8, width=16):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, width, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(width), nn.Conv2d(width, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        y = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+        return torch.cat([x, y], 1)
+
+
+class DenseCNN(nn.Module):
+    """stem conv (16) -> 3 dense layers (16 -> 40: each adds 8 channels, read through the next layers' BatchNorms)
+    -> transition bn-relu-1x1 conv (24) and average pool -> 2 dense layers (24 -> 40) -> bn-relu, global pool -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 16, 3, padding=1, bias=False)
+        self.block1 = nn.Sequential(*(DenseLayer(c) for c in (16, 24, 32)))
+        self.trans_bn, self.trans = nn.BatchNorm2d(40), nn.Conv2d(40, 24, 1, bias=False)
+        self.block2 = nn.Sequential(*(DenseLayer(c) for c in (24, 32)))
+        self.norm, self.fc = nn.BatchNorm2d(40), nn.Linear(40, 10)
+
+    def forward(self, x):
+        x = self.block1(self.stem(x))                                           # [B, 40, 28, 28]
+        x = F.avg_pool2d(self.trans(F.relu(self.trans_bn(x))), 2)              # [B, 24, 14, 14]
+        x = self.block2(x)                                                      # [B, 40, 14, 14]
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.norm(x)), 1), 1))
+
+
+def conv_bn_relu(c_in, c_out, k):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class InceptionCNN(nn.Module):
+    """stem (16) -> four branches side by side: 1x1 (8) | 1x1 -> 3x3 (12) | 1x1 -> a cat of two 3x3 (4 + 8: a
+    nested cat) | max pool -> 1x1 (4) = [B, 36, 28, 28] -> 1x1 conv (16) -> spatial mean -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn_relu(1, 16, 3)
+        self.b1 = conv_bn_relu(16, 8, 1)
+        self.b2 = nn.Sequential(conv_bn_relu(16, 8, 1), conv_bn_relu(8, 12, 3))
+        self.b3, self.b3_a, self.b3_b = conv_bn_relu(16, 8, 1), conv_bn_relu(8, 4, 3), conv_bn_relu(8, 8, 3)
+        self.pool, self.b4 = nn.MaxPool2d(3, 1, 1), conv_bn_relu(16, 4, 1)
+        self.mix, self.fc = conv_bn_relu(36, 16, 1), nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.b3(x)
+        b3 = torch.cat([self.b3_a(y), self.b3_b(y)], 1)                               # [B, 12, 28, 28]
+        x = torch.cat([self.b1(x), self.b2(x), b3, self.b4(self.pool(x))], 1)        # [B, 36, 28, 28]
+        return self.fc(self.mix(x).mean((2, 3)))
+
+
+CONCATENATING = {"dense": DenseCNN, "inception": InceptionCNN}
+
+
+def test_a_cat_puts_each_input_group_at_its_offset_in_what_reads_it():
+    groups = {g.producers[0]: g for g in graph.channel_groups(DenseCNN())}
+    stem, first = groups["stem"], groups["block1.0.conv2"]                 # cat([stem, first, second, third])
+    assert (stem.channels, stem.blocked, first.channels, first.blocked) == (16, None, 8, None)
+    assert first.batchnorms == (Norm("block1.1.bn1", 16), Norm("block1.2.bn1", 16), Norm("trans_bn", 16))
+    assert first.consumers == (Reader("block1.1.conv1", False, 16), Reader("block1.2.conv1", False, 16),
+                               Reader("trans", False, 16))
+    assert groups["block1.2.conv2"].consumers == (Reader("trans", False, 32),)
+    assert groups["block2.1.conv2"].batchnorms == (Norm("norm", 32),)
+    assert groups["block2.1.conv2"].consumers == (Reader("fc", True, 32),)     # through pooling and flatten
+    offsets = {g.producers[0]: g.consumers for g in graph.channel_groups(InceptionCNN())}
+    assert [offsets[p] for p in ("b1.0", "b2.1.0", "b3_a.0", "b3_b.0", "b4.0")] == [
+        (Reader("mix.0", False, offset),) for offset in (0, 8, 20, 24, 32)]    # 8 + 12, then the nested cat's 4
+
+
+@pytest.mark.parametrize("model_name, index", [("dense", i) for i in range(12)] + [("inception", i) for i in range(9)])
+def test_shrinking_one_group_of_a_concatenating_cnn_matches_zeroing_it(model_name, index):
+    g = torch.Generator().manual_seed(20 + index)
+    model = randomize_batchnorm(CONCATENATING[model_name](), g).eval()
+    before = snapshot(model)
+    group = [grp for grp in graph.channel_groups(model) if not grp.blocked][index]
+    order = torch.randperm(group.channels, generator=g)
+    kept, removed = order[: group.channels // 2].sort().values, order[group.channels // 2:]
+
+    small = shrink(model, {group.producers[0]: kept})
+    x = torch.randn(4, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(small(x), zero_channels(model, {group: removed})(x), rtol=1e-4, atol=1e-5)
+    assert all(small.get_submodule(b.name).num_features == model.get_submodule(b.name).num_features - len(removed)
+               for b in group.batchnorms)
+    assert same(snapshot(model), before)
+
+
+@pytest.mark.parametrize("model_name", ["dense", "inception"])
+@pytest.mark.parametrize("ratio", [0.25, 0.5])
+def test_concatenating_cnn_counts_match_torch_pruning_magnitude_pruner(model_name, ratio):
+    """Torch-Pruning also keeps each input of a cat its own group (its ConcatPruner slices what reads the cat at each
+    input's offset), and every width here times ratio is whole, so both remove the same number of channels from
+    every group: every layer ends with the same shape, and parameters and MACs agree exactly."""
+    make = CONCATENATING[model_name]
+    ours, theirs = shrink_groups(make(), ratio), torch_pruning_magnitude(make(), ratio)
+    assert widths(ours) == widths(theirs)
+    assert {n: m.num_features for n, m in ours.named_modules() if isinstance(m, nn.BatchNorm2d)} == {
+        n: m.num_features for n, m in theirs.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert pl.count_parameters(ours) == pl.count_parameters(theirs) < pl.count_parameters(make())
+    macs = [pl.metrics.count_macs(m, (1, 1, 28, 28)).dense for m in (ours, theirs)]
+    assert macs[0] == macs[1]
+
+
+class TwoTowers(nn.Module):
+    """Two Linear towers whose features are concatenated (dim=-1), normalised by a BatchNorm1d, then read by fc."""
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.a, self.b, self.bn, self.fc = nn.Linear(16, 6), nn.Linear(16, 4), nn.BatchNorm1d(10), nn.Linear(10, 3)
+        self.dim = dim
+
+    def forward(self, x):
+        x = x.flatten(1)                                                        # [B, 16]
+        return self.fc(torch.relu(self.bn(torch.cat([self.a(x), torch.tanh(self.b(x))], self.dim))))
+
+
+def test_concatenated_features_shrink_at_their_offset():
+    g = torch.Generator().manual_seed(30)
+    model = TwoTowers().eval()
+    with torch.no_grad():
+        model.bn.running_mean.copy_(torch.randn(10, generator=g))
+        model.bn.weight.copy_(torch.rand(10, generator=g) + 0.5)
+    a, b = graph.channel_groups(model)[:2]
+    assert (a.batchnorms, a.consumers) == ((Norm("bn", 0),), (Reader("fc", True, 0),))
+    assert (b.batchnorms, b.consumers) == ((Norm("bn", 6),), (Reader("fc", True, 6),))
+    small = shrink(model, {"a": [0, 2, 3], "b": [1, 3]})
+    assert small.bn.num_features == small.fc.in_features == 5
+    x = torch.randn(8, 1, 4, 4, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_channels(model, {a: [1, 4, 5], b: [0, 2]})(x), rtol=1e-4,
+                                   atol=1e-5)
+    assert re.search(r"node 'cat' concatenates it along dim 1, not along its channels \(dim -1 of features\).*"
+                     r"write torch\.cat\(\.\.\., dim=-1\)", graph.channel_groups(TwoTowers(dim=1))[0].blocked)
+
+
+def test_channels_to_keep_finds_a_dense_layers_channels_masked_after_every_cat():
+    """A dense layer's channel is zero for its readers when its filter is zero and every BatchNorm that normalises
+    the cats it sits in has gamma = beta = 0 at its offset: channels_to_keep finds it, and shrink gives the same
+    function."""
+    g = torch.Generator().manual_seed(31)
+    model = randomize_batchnorm(DenseCNN(), g).eval()
+    group = next(grp for grp in graph.channel_groups(model) if grp.producers == ("block1.0.conv2",))
+    masked = zero_channels(model, {group: [1, 6]})
+    found = pl.shrink.channels_to_keep(masked)
+    assert list(found) == ["block1.0.conv2"] and found["block1.0.conv2"].tolist() == [0, 2, 3, 4, 5, 7]
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(shrink(masked, found)(x), masked(x), rtol=1e-4, atol=1e-5)
+    partly = copy.deepcopy(masked)
+    with torch.no_grad():
+        partly.trans_bn.bias[16 + 1] = 0.5                   # the transition conv reads channel 1 as 0.5 again
+    assert pl.shrink.channels_to_keep(partly)["block1.0.conv2"].tolist() == [0, 1, 2, 3, 4, 5, 7]
+
+
 # ---------------------------------------------------------------------- what cannot be cut, and bad input
 
 class Concat(nn.Module):
-    def __init__(self):
+    """c reads a and b concatenated along the channels (how="channels": supported); refused: along the width
+    (how="width"), with the model's input (how="input"), or the cat's output added to d's (how="residual")."""
+
+    def __init__(self, how="channels"):
         super().__init__()
-        self.a, self.b, self.c = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 4, 3), nn.Conv2d(8, 4, 1)
+        self.a, self.b, self.d = (nn.Conv2d(1, k, 3, padding=1) for k in (4, 4, 8))
+        self.c = nn.Conv2d({"width": 4, "input": 9}.get(how, 8), 4, 1)
         self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 2)
+        self.how = how
 
     def forward(self, x):
-        return self.fc(self.pool(self.c(torch.cat([self.a(x), self.b(x)], 1))).flatten(1))
+        a, b = self.a(x), self.b(x)                                     # [B, 4, 28, 28] each
+        if self.how == "width":
+            y = torch.cat([a, b], 3)                                    # [B, 4, 28, 56]: side by side in W
+        elif self.how == "input":
+            y = torch.cat([x, a, b], 1)                                 # [B, 1 + 8, 28, 28]
+        else:
+            y = torch.cat([a, b], 1)                                    # [B, 8, 28, 28]
+        if self.how == "residual":
+            y = y + self.d(x)
+        return self.fc(self.pool(self.c(y)).flatten(1))
 
 
 class Grouped(nn.Module):
@@ -253,7 +438,13 @@ class Shared(nn.Module):
 
 
 @pytest.mark.parametrize("make, name, match", [
-    (Concat, "a", r"concatenated with other tensors by node 'cat' \(torch\.cat\).*not supported yet"),
+    (lambda: Concat("width"), "a", r"node 'cat' concatenates it along dim 3, not along its channels \(dim 1 of "
+                                   r"maps \[B, C, H, W\]\)"),
+    (lambda: Concat("input"), "b", r"node 'cat' concatenates it with the model's input \(node 'x'\), whose number "
+                                   r"of channels no layer says"),
+    (lambda: Concat("residual"), "a", r"node 'add' reads a torch\.cat's output, whose channels belong to several "
+                                      r"groups.*not supported yet"),
+    (lambda: Concat("residual"), "d", r"node 'add' reads a torch\.cat's output"),
     (Grouped, "a", r"'b' is a grouped convolution \(groups=2, 8 -> 8 channels\).*not supported yet"),
     (Grouped, "b", r"'b' is a grouped convolution"),
     (Gated, "a", r"cannot be followed through call_function 'mul' \(node 'mul'\)"),
@@ -272,7 +463,9 @@ def test_a_group_that_cannot_be_cut_says_which_node_stops_it(make, name, match):
 
 
 def test_the_cut_groups_of_the_blocked_examples():
-    assert shrink_groups(Concat(), 0.5).c.out_channels == 2             # c's group is free: read by fc
+    small = shrink_groups(Concat(), 0.5)                                # along the channels: every group is free
+    assert (small.a.out_channels, small.b.out_channels, small.c.in_channels, small.c.out_channels) == (2, 2, 4, 2)
+    assert shrink_groups(Concat("residual"), 0.5).c.out_channels == 2  # c's group is free: read by fc
     assert shrink_groups(Gated(), 0.5).gate.out_features == 6           # both sides of the product stay
     assert shrink_groups(Shared(), 0.5).a.out_features == 4
 

@@ -235,11 +235,33 @@ def test_channels_to_keep_removes_only_units_whose_output_is_exactly_zero():
         channels_to_keep(model, threshold=-1.0)
 
 
-def test_channels_to_keep_skips_layers_tied_by_residual_connections():
+def test_channels_to_keep_removes_whole_residual_channels_of_resnet18():
+    """Channel c of a stage's stream hands on 0 when every producer of the stage (the stem or downsample conv and
+    each block's conv2) has filter c zeroed and its BatchNorm gamma = beta = 0; each block's conv1 alone likewise."""
     g = torch.Generator().manual_seed(7)
-    model = pl.build_model("resnet18").eval()
-    keep = {"layer1.0.conv1": half(64, g), "layer1.0.conv2": half(64, g)}
-    masked = masked_equivalent(model, keep, lambda name: name.replace("conv", "bn"))
+    model = randomize_batchnorm(pl.models.resnet18(), g).eval()
+    groups = [grp for grp in pl.graph.channel_groups(model) if not grp.blocked]
+    keep = {grp.producers[0]: half(grp.channels, g) for grp in groups}
+    bn_of = pl.graph.following_batchnorm(model)           # conv -> the BatchNorm right after it
+    masked = masked_equivalent(model, {p: keep[grp.producers[0]] for grp in groups for p in grp.producers},
+                               bn_of.get).eval()
+
+    found = channels_to_keep(masked)
+    assert list(found) == list(keep) and all(torch.equal(found[k], keep[k]) for k in keep)
+    assert {"conv1", "layer2.0.conv2", "layer3.0.conv2", "layer4.0.conv2"} <= found.keys()   # the four streams
+    small = shrink(masked, found)
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-4, atol=1e-4)
+    assert pl.count_parameters(small) == pl.count_parameters(shrink(model, keep)) < 0.3 * pl.count_parameters(model)
+
+
+def test_channels_to_keep_keeps_residual_channels_that_some_producer_still_writes():
+    g = torch.Generator().manual_seed(7)
+    model = randomize_batchnorm(pl.models.resnet18(), g).eval()
+    keep = {"layer1.0.conv1": half(64, g), "layer1.0.conv2": half(64, g)}          # one of stage 1's 3 producers
+    keep |= {p: half(128, g) for p in ("layer2.0.conv2", "layer2.0.downsample.0")}  # 2 of stage 2's 3
+    masked = masked_equivalent(model, keep, pl.graph.following_batchnorm(model).get)
     found = channels_to_keep(masked)
     assert list(found) == ["layer1.0.conv1"] and torch.equal(found["layer1.0.conv1"], keep["layer1.0.conv1"])
     x = torch.randn(2, 1, 28, 28, generator=g)
