@@ -11,8 +11,12 @@ The verdict is a word on a coloured label (green PASSED, red NOT YET, grey TO DO
 are missing on many machines, and a missing glyph is an empty box. Where no HTML is shown (a terminal, a
 plain-text output) the same message reads ``[passed] 2.1 — ...``, ``[not yet] 2.1: ...`` or ``[to do] ...``.
 
-The solution cell (collapsed in the notebook) calls ``assert ex(solution)``, so the test run checks that
-every solution passes its own checker.
+A lesson defines its checks in one collapsed code cell tagged ``exercise-checks`` (they measure the answer, they do
+not show it); the learner's answer cell holds ``answer = ...`` and ``ex_2_1(answer)``. Run All never runs a
+solution: each is folded Markdown after its exercise (a ``<details>`` block with the code), opened on purpose.
+``prunelab.editions`` builds from the lessons an instructor edition, where each solution runs in its answer cell and
+an nbgrader test cell asserts ``ex_2_1.check(answer).verdict == "passed"``, and a student edition without them;
+``tests/test_editions.py`` runs every instructor edition, so every solution is checked against its own checker.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ A real number r is stored as an integer q of ``bits`` bits and recovered as r̂ 
 Granularity: per tensor (one S, Z for the whole W) or ``per_channel`` (one S, Z per output channel, the rows
 of a Linear's W [out, in] or the filters of a Conv2d's W [C_out, C_in, kH, kW], broadcast over the rest), or per
 group (``fake_quantize_groups``: one S, Z per row for every ``group_size`` consecutive input columns, as GPTQ and
-most 4-bit LLM formats store them; ``one_shot.gptq`` rounds to the same grids with error compensation).
+most 4-bit LLM formats store them; ``gptq.gptq`` rounds to the same grids with error compensation).
 
 Fake quantization (``fake_quantize_model``) replaces the weights by r̂ and computes in float32 (activations stay
 float) to measure accuracy. ``save_quantized`` writes the integers for real, ``bits`` bits each (``pack_bits``),

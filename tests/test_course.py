@@ -40,7 +40,7 @@ def title(lesson: Path) -> str:
     """The lesson's name in links, 'NN · Title': its first heading up to the first colon."""
     heading = re.match(r"# (.+)", markdown_cells(lesson)[0])
     assert heading, f"{lesson.name}: the first cell must start with its '# {number(lesson)} · Title' heading"
-    return heading.group(1).split(":")[0].strip()
+    return heading.group(1).split(": ")[0].strip()       # "21 · 2:4 sparsity …: …" keeps its 2:4
 
 
 def parts() -> list[tuple[str, list[str]]]:

@@ -15,7 +15,7 @@ LAYERS = {
                 "regularization", "sensitivity", "shrink", "export", "one_shot", "heads", "sparse_matmul"],
     "compression": ["quantization", "qat", "mixed_precision", "weight_sharing", "lowrank", "distillation",
                     "compressed_file"],
-    "teaching": ["exercises", "challenge", "explorers"],
+    "teaching": ["exercises", "challenge", "editions", "explorers"],
 }
 PIPELINES = {"deep_compression": ("pruning", "compression"),   # prune → share → Huffman uses both on purpose
              "gptq": ("pruning", "compression"),               # k-bit grids with one_shot's OBS updates
