@@ -14,7 +14,8 @@ What the rest of prunelab asks of that graph is here, once:
   BatchNorm, activations, pooling and Flatten; a residual ``add``, a ``torch.cat`` or the model's output stops it;
 - ``channel_groups``: the channels that must go together (``ChannelGroup``): the outputs of every layer that
   meets at a residual ``add`` or passes through a depthwise conv, found by union-find over the graph's values,
-  with every BatchNorm (``Norm``) and layer (``Reader``) that reads them, at an offset after a ``torch.cat``;
+  with every BatchNorm (``Norm``) and layer (``Reader``) that reads them, at an offset after a ``torch.cat``,
+  and the blocks a grouped conv cuts them into;
 - ``channel_op``: what a node computes channel by channel, to run the graph on one number per channel;
 - ``activation_node`` / ``sole_linear_reader``: where a layer's units have their value (after BatchNorm and
   the activation) and the Linear that alone reads them;
@@ -29,6 +30,7 @@ BatchNorm that follows a conv. Own models (and, later, transformers) extend this
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import Counter
 from collections.abc import Callable
@@ -178,13 +180,14 @@ def routes(gm: fx.GraphModule, name: str) -> list[Route]:
     """Every route from the output of layer ``name`` (a Linear or Conv2d) to the layers that read its units.
 
     BatchNorm, elementwise activations, pooling, Dropout and Flatten are passed through. GraphError (a
-    ValueError) where the units cannot be followed one by one: a grouped conv, a residual ``add`` (the
+    ValueError) where the units cannot be followed one by one: a grouped conv (its blocks lose the same positions:
+    ``channel_groups``), a residual ``add`` (the
     units are tied to the sum's other input), the model's output, or an operation the walk does not know.
     """
     node = layer_node(gm, name)                 # first: a layer forward never calls is not in gm
     layer = gm.get_submodule(name)
     if isinstance(layer, nn.Conv2d) and layer.groups != 1:
-        raise GraphError("it is a grouped convolution (groups > 1)")
+        raise GraphError(_grouped(name, layer))
     found: list[Route] = []
     _walk(gm, node, units(layer), isinstance(layer, nn.Linear), (), found)
     return found
@@ -245,7 +248,7 @@ def _is_shape(node: fx.Node) -> bool:
 
 def _grouped(name: str, m: nn.Conv2d) -> str:
     return (f"{name!r} is a grouped convolution (groups={m.groups}, {m.in_channels} -> {m.out_channels} channels), "
-            "whose groups would all have to lose the same number of channels: not supported yet")
+            "whose groups must all lose the same positions (see channel_groups)")
 
 
 def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
@@ -253,7 +256,8 @@ def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
     [B, C, H, W]): one of
 
     'output' (the model returns them), 'add' (a sum ties them to its other inputs), 'read' (a Conv2d or Linear
-    reads them: a consumer), 'depthwise' (a conv whose filter c reads channel c alone: channel c in is channel c
+    reads them: a consumer), 'grouped' (a grouped Conv2d reads them, G blocks of C_in / G, each block by its own
+    filters: a consumer), 'depthwise' (a conv whose filter c reads channel c alone: channel c in is channel c
     out), 'batchnorm', 'elementwise' (an activation), 'pass' (pooling, Dropout, Identity: channel by channel),
     'flatten' (channel c becomes S consecutive features), 'shape' (reads only the shape), 'cat' (a ``torch.cat``
     puts them side by side with other tensors; channel_groups checks along which dimension);
@@ -271,7 +275,7 @@ def _follow(gm: fx.GraphModule, user: fx.Node, flat: bool) -> str:
             return "read"
         if m.groups == m.in_channels == m.out_channels:
             return "depthwise"
-        raise GraphError(_grouped(user.target, m))
+        return "grouped"
     if isinstance(m, nn.Linear):
         if not flat:
             raise GraphError(f"Linear {user.target!r} is applied to its last (width) dimension, not channels")
@@ -311,6 +315,10 @@ def _walk(gm: fx.GraphModule, node: fx.Node, n: int, flat: bool, chain: tuple, f
         if step == "depthwise":
             raise GraphError(f"its output channels are tied to those of the depthwise conv {user.target!r} "
                              "(see channel_groups)")
+        if step == "grouped":
+            g = gm.get_submodule(user.target).groups
+            raise GraphError(f"its output channels are read by the grouped convolution {user.target!r} (groups={g}), "
+                             "whose groups must all lose the same positions (see channel_groups)")
         if step == "cat":
             raise GraphError(f"it is concatenated with other tensors by node {user.name!r} (torch.cat), so its "
                              "channels sit at an offset among others, which a route does not follow (channel_groups "
@@ -364,13 +372,18 @@ class ChannelGroup:
     consumers: the Conv2d/Linear layers that read them (``Reader``: the input channel offset + c, or its S
         features, goes);
     blocked: None when the group can be removed from, else why not: a clause ("its channels reach the model's
-        output ...", "node 'cat' concatenates it along dim 3 ...") that follows "Cannot shrink 'layer': ".
+        output ...", "node 'cat' concatenates it along dim 3 ...") that follows "Cannot shrink 'layer': ";
+    blocks: 1, or B when grouped convs write or read the channels: they fall into B runs of n / B (B the least
+        common multiple of those convs' groups, so each conv group holds whole runs), and every run must keep the
+        same positions p (channels p, n/B + p, 2n/B + p, ...), so that each conv group keeps as many channels and
+        its filters [C_out, C_in / G, kH, kW] stay one tensor; removal is in steps of B channels.
     """
     channels: int
     producers: tuple[str, ...]
     batchnorms: tuple[Norm, ...]
     consumers: tuple[Reader, ...]
     blocked: str | None = None
+    blocks: int = 1
 
 
 Layout = tuple[tuple[fx.Node, int], ...]      # the channel spaces a value holds side by side: (a node of it, offset)
@@ -390,10 +403,13 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
     layout, and a BatchNorm or a layer reading it joins each input's group at that input's offset (``Norm``,
     ``Reader``). Each input keeps its own group, its own producers.
 
+    A grouped conv (G groups, not depthwise) starts a new space like any conv and reads its input as a consumer;
+    both spaces are then cut in G blocks (``ChannelGroup.blocks``).
+
     Each group is one space's layers; it is blocked when the space reaches the model's input or output, or an
-    operation the graph cannot follow (a product, a grouped conv, a cat along another dimension, a cat's output
-    added to something, ...). A layer that forward calls twice blocks both its spaces. ``model`` may be one
-    already traced (``trace``).
+    operation the graph cannot follow (a product, a cat along another dimension, a cat's output added to
+    something or read by a grouped conv, ...). A layer that forward calls twice blocks both its spaces. ``model``
+    may be one already traced (``trace``).
     """
     gm = model if isinstance(model, fx.GraphModule) else trace(model, "channel_groups")
     parent: dict[fx.Node, fx.Node] = {}
@@ -435,13 +451,16 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
         m = gm.get_submodule(node.target) if node.op == "call_module" else None
         try:
             step = _follow(gm, node, flat[x])
-            if step in ("read", "batchnorm", "depthwise"):
+            if step in ("read", "grouped", "batchnorm", "depthwise"):
                 _check_width(node, m, x, size[x], flat[x])
             if step == "cat":
                 layout, channels = _concatenation(node, size, flat, flattened, spaces)
             if step in ("add", "depthwise") and any(a in cats for a in inputs):
                 raise GraphError(f"node {node.name!r} reads a torch.cat's output, whose channels belong to several "
                                  f"groups, in {_where(node)}: not supported yet")
+            if step == "grouped" and x in cats:
+                raise GraphError(f"the grouped convolution {node.target!r} reads a torch.cat's output, whose "
+                                 "channels belong to several groups, so its blocks would tie them: not supported yet")
         except GraphError as e:
             step = str(e)                                                   # a clause: why the channels stop
         new_space = isinstance(m, (nn.Conv2d, nn.Linear)) and step != "depthwise"
@@ -451,11 +470,13 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
         if new_space:                                                       # its outputs: a new channel space
             facts.append((node, "producer", node.target))
             flat[node], size[node] = isinstance(m, nn.Linear), units(m)
-            if isinstance(m, nn.Conv2d) and m.groups > 1:                   # grouped, not depthwise
-                facts.append((node, "blocked", _grouped(node.target, m)))
-        if step == "read":
+            if isinstance(m, nn.Conv2d) and m.groups > 1:                   # grouped, not depthwise: G blocks
+                facts.append((node, "blocks", m.groups))
+        if step in ("read", "grouped"):
             S = m.in_features // size[x] if flat[x] and size[x] else 1      # features per channel
             facts += [(a, "consumer", Reader(node.target, flat[x], offset, S)) for a, offset in spaces(x)]
+            if step == "grouped":                                           # its input: G blocks too
+                facts += [(a, "blocks", m.groups) for a, _ in spaces(x)]
         elif step == "cat":                                                 # side by side: no space of its own
             cats[node], size[node] = layout, channels
         elif step in ("depthwise", "batchnorm", "elementwise", "pass", "flatten", "add"):
@@ -555,7 +576,8 @@ def _collect(gm: fx.GraphModule, find: Callable[[fx.Node], fx.Node],
     checked against the value they read)."""
     spaces: dict[fx.Node, dict[str, list]] = {}
     for node, kind, what in facts:
-        space = spaces.setdefault(find(node), {"producer": [], "batchnorm": [], "consumer": [], "blocked": []})
+        space = spaces.setdefault(find(node), {"producer": [], "batchnorm": [], "consumer": [], "blocked": [],
+                                               "blocks": []})
         if what not in space[kind]:
             space[kind].append(what)
     groups = []
@@ -568,8 +590,9 @@ def _collect(gm: fx.GraphModule, find: Callable[[fx.Node], fx.Node],
         if wrong:
             space["blocked"].append(f"its layers disagree on how many channels there are: {space['producer'][0]!r} "
                                     f"writes {n}, {', '.join(wrong)}")
+        blocks = math.lcm(*space["blocks"])          # 1 without a grouped conv; n splits: torch makes G divide n
         groups.append(ChannelGroup(n, tuple(space["producer"]), tuple(space["batchnorm"]),
-                                   tuple(space["consumer"]), "; ".join(space["blocked"]) or None))
+                                   tuple(space["consumer"]), "; ".join(space["blocked"]) or None, blocks))
     order = {node.target: i for i, node in enumerate(gm.graph.nodes) if node.op == "call_module"}
     return sorted(groups, key=lambda g: order[g.producers[0]])
 

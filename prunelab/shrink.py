@@ -27,9 +27,14 @@ when input i's group loses channel c; each input keeps its own group.
                         cat -> BatchNorm [keep_a, n_a + keep_b] -> ReLU -> conv  W[:, [keep_a, n_a + keep_b]]
     conv_b  W[keep_b]  ─┘
 
+A grouped conv (G groups: W [C_out, C_in / G, kH, kW], output channel o reads only the inputs of its group)
+stays one tensor only if each of its groups keeps as many channels, at the same positions: channels are removed
+in steps of G, position p of every run of C / G at once (``ChannelGroup.blocks``), its rows W[keep] on the
+output side and its columns W[:, p] on the input side, as Torch-Pruning does for ResNeXt.
+
 So ``keep`` names any one producer of a group, and its indices apply to the whole group. A group that reaches
-the model's output (the classifier) or an operation the graph cannot follow (a product, a grouped conv, a cat
-along another dimension) is refused with a ValueError saying which node; nothing is guessed. What each layer
+the model's output (the classifier) or an operation the graph cannot follow (a product, a cat along another
+dimension) is refused with a ValueError saying which node; nothing is guessed. What each layer
 keeps is gathered over every group first (a layer reading a cat keeps columns of several groups), then each
 module is sliced once by the slicer of its type (Linear, Conv2d, BatchNorm: outputs; Linear, Conv2d: inputs).
 
@@ -160,12 +165,13 @@ def _keep_linear_outputs(m: nn.Linear, idx: Tensor) -> None:
 
 
 def _keep_conv_outputs(m: nn.Conv2d, idx: Tensor) -> None:
-    """W [C_out, C_in, kH, kW] -> [len(idx), C_in, kH, kW], b [C_out] -> [len(idx)]. A depthwise conv
-    (groups = C_in = C_out, W [C, 1, kH, kW]: filter c reads channel c) loses input channels idx with them."""
+    """W [C_out, C_in / G, kH, kW] -> [len(idx), C_in / G, kH, kW], b [C_out] -> [len(idx)]. A depthwise conv
+    (groups = C_in = C_out, W [C, 1, kH, kW]: filter c reads channel c) loses input channels idx with them; a
+    grouped conv keeps its G groups (idx holds as many filters of each: ``ChannelGroup.blocks``)."""
+    if m.groups > 1 and m.groups == m.in_channels == m.out_channels:
+        m.in_channels = m.groups = len(idx)
     _select(m, "weight", 0, idx)
     _select(m, "bias", 0, idx)
-    if m.groups > 1:
-        m.in_channels = m.groups = len(idx)
     m.out_channels = len(idx)
 
 
@@ -183,8 +189,12 @@ def _keep_linear_inputs(m: nn.Linear, cols: Tensor) -> None:
 
 
 def _keep_conv_inputs(m: nn.Conv2d, cols: Tensor) -> None:
-    """W [C_out, C_in, kH, kW] -> [C_out, len(cols), kH, kW]."""
-    _select(m, "weight", 1, cols)
+    """W [C_out, C_in, kH, kW] -> [C_out, len(cols), kH, kW]. A grouped conv's W [C_out, C_in / G, kH, kW] holds
+    each group's inputs at positions 0 .. C_in / G - 1: every group keeps the same positions (``ChannelGroup.blocks``),
+    those of the first group's cols, and W keeps those columns."""
+    positions = cols.view(m.groups, -1) - torch.arange(m.groups)[:, None] * (m.in_channels // m.groups)
+    assert (positions == positions[0]).all(), "a grouped conv's groups must keep the same input positions"
+    _select(m, "weight", 1, positions[0])
     m.in_channels = len(cols)
 
 
@@ -230,6 +240,26 @@ def _kept(cut: dict[ChannelGroup, Tensor], modules: dict[str, nn.Module]) -> tup
     return outputs, inputs
 
 
+def _check_blocks(gm: fx.GraphModule, name: str, g: ChannelGroup, kept: Tensor) -> None:
+    """ValueError unless the kept channels of ``g`` (sorted indices) hold the same positions in each of its blocks."""
+    b = g.channels // g.blocks
+    mask = torch.zeros(g.channels, dtype=torch.bool)
+    mask[kept] = True
+    runs = mask.view(g.blocks, b)                                        # [blocks, n / blocks]
+    odd = next((j for j in range(1, g.blocks) if not torch.equal(runs[j], runs[0])), None)
+    if odd is None:
+        return
+    layers = {n: gm.get_submodule(n) for n in g.producers + tuple(r.name for r in g.consumers)}
+    convs = [n for n, m in layers.items() if isinstance(m, nn.Conv2d) and m.groups > 1
+             and not m.groups == m.in_channels == m.out_channels]               # grouped, not depthwise
+    raise ValueError(f"Cannot shrink {name!r} with these indices: the grouped convolution(s) {', '.join(convs)} cut "
+                     f"its {g.channels} channels into {g.blocks} runs of {b}, and every run must keep the same "
+                     f"positions p (channels p, {b} + p, ...), so that each conv group keeps as many channels. keep "
+                     f"holds positions {runs[0].nonzero().flatten().tolist()[:8]} of run 0 but "
+                     f"{runs[odd].nonzero().flatten().tolist()[:8]} of run {odd}. Give the same positions in every "
+                     "run, or let shrink_groups choose them.")
+
+
 def _groups_to_cut(gm: fx.GraphModule, indices: dict[str, Tensor]) -> dict[ChannelGroup, Tensor]:
     """``{group: kept channels}`` for the groups of the layers named in ``indices``; ValueError if a group cannot
     be cut or two of its producers are given different indices."""
@@ -249,6 +279,8 @@ def _groups_to_cut(gm: fx.GraphModule, indices: dict[str, Tensor]) -> dict[Chann
                              + (f"its channels are shared with {', '.join(shared)} (one group), and " if shared else "")
                              + f"{g.blocked}. Layers whose units shrink can remove here: "
                              f"{', '.join(free) if free else 'none'}.") from None
+        if g.blocks > 1:
+            _check_blocks(gm, name, g, i)
         if g in chosen and not torch.equal(chosen[g][1], i):
             raise ValueError(f"{chosen[g][0]!r} and {name!r} write the same channels (one group: "
                              f"{', '.join(g.producers)}), so they keep the same ones, but keep gives them different "
@@ -295,7 +327,9 @@ def shrink_groups(model: nn.Module, ratio: float, *, importance: Literal["l1"] =
 
     Every group of ``graph.channel_groups`` that can be cut loses the k channels of lowest group importance
     (``importance="l1"``: I_c = sum_p ||W_p[c]||_1 over the group's producers p, ``group_importance``; ties go
-    by position), at least one channel staying. Groups that reach the model's output (the classifier) or an
+    by position), at least one channel staying. Where grouped convs cut a group into B runs
+    (``ChannelGroup.blocks``), each run loses the same round(ratio · n / B) positions, those of least mean I_c over
+    the runs, as Torch-Pruning does. Groups that reach the model's output (the classifier) or an
     operation the graph cannot follow are left whole, and so are the groups of the layers named in ``ignore``.
     Torch-Pruning removes n - floor(n · (1 - ratio)) instead (ceil(ratio · n) up to float rounding): the same k
     whenever ratio · n is a whole number, as for every ResNet-18 width at ratios 0.25, 0.5 and 0.75.
@@ -312,11 +346,11 @@ def shrink_groups(model: nn.Module, ratio: float, *, importance: Literal["l1"] =
     for g in graph.channel_groups(model):
         if g.blocked or ignored & set(g.producers):
             continue
-        I = group_importance(model, g)                  # [n]
-        kept = mask_for_sparsity(I, ratio)              # False for the round(ratio · n) lowest I_c
-        if not kept.any():                              # round(ratio · n) = n: a layer needs one channel
+        I = group_importance(model, g).view(g.blocks, -1).mean(0)   # [n / B]: one score per position of a run
+        kept = mask_for_sparsity(I, ratio)              # False for the round(ratio · n / B) lowest
+        if not kept.any():                              # all of them: a layer needs one channel
             kept[I.argmax()] = True
-        keep[g.producers[0]] = kept
+        keep[g.producers[0]] = kept.repeat(g.blocks)    # the same positions in every run [n]
     return shrink(model, keep)
 
 
@@ -395,8 +429,9 @@ def channels_to_keep(model: nn.Module, threshold: float = 0.0) -> dict[str, Tens
     (ReLU(-1) = 0 goes, Sigmoid(0) = 0.5 stays), an add sums, a cat puts the numbers side by side. So a channel
     of a residual stream (ResNet's) goes only when every layer that adds into it writes 0: one masked conv2 alone
     is kept, and so is a zero row with a nonzero bias (a constant). Blocked groups (the classifier's outputs) are
-    left out. If every channel of a group reads 0, channel 0 is kept: a layer cannot have zero units. Values:
-    sorted int64 tensors.
+    left out. If every channel of a group reads 0, channel 0 is kept: a layer cannot have zero units. Where grouped
+    convs cut a group into runs (``ChannelGroup.blocks``), a position goes only when it reads 0 in every run.
+    Values: sorted int64 tensors.
     """
     if not (isinstance(threshold, (int, float)) and 0 <= threshold < float("inf")):
         raise ValueError(f"threshold must be a finite number >= 0 (weights with |w| <= threshold count as zero), "
@@ -407,9 +442,11 @@ def channels_to_keep(model: nn.Module, threshold: float = 0.0) -> dict[str, Tens
     for g in graph.channel_groups(gm):
         if g.blocked or not g.consumers:
             continue
-        zero = _reads_zero(gm, values, g)
+        zero = _reads_zero(gm, values, g).view(g.blocks, -1).all(0)     # [n / B]: zero in every run
         if zero.any():
-            keep[g.producers[0]] = (~zero).nonzero().flatten() if not zero.all() else torch.zeros(1, dtype=torch.int64)
+            if zero.all():
+                zero[0] = False                                         # a layer needs one channel
+            keep[g.producers[0]] = (~zero).repeat(g.blocks).nonzero().flatten()
     return keep
 
 

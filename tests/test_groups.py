@@ -1,6 +1,6 @@
-"""Channel groups: channels tied by residual adds and depthwise convs, and read at an offset after a torch.cat, are
-found by graph.channel_groups, removed together by shrink and shrink_groups, and the result matches the masked model
-and Torch-Pruning's counts."""
+"""Channel groups: channels tied by residual adds and depthwise convs, read at an offset after a torch.cat, and cut
+into runs by grouped convs, are found by graph.channel_groups, removed together by shrink and shrink_groups, and the
+result matches the masked model and Torch-Pruning's counts."""
 
 import copy
 import math
@@ -144,16 +144,20 @@ def test_a_conv_that_reads_and_writes_its_own_group_loses_rows_and_columns_alike
 
 
 def lowest(model, group, ratio):
-    """The round(ratio · n) channels of least I_c = sum over producers of ||W_p[c]||_1, computed here by hand."""
+    """The round(ratio · n) channels of least I_c = sum over producers of ||W_p[c]||_1, computed here by hand; with
+    B runs (grouped convs), the round(ratio · n / B) positions of least mean I_c over the runs, in every run."""
     I = sum(model.get_submodule(p).weight.flatten(1).abs().sum(1) for p in group.producers)   # [n]
-    return I.argsort(stable=True)[: round(ratio * group.channels)]
+    b = group.channels // group.blocks
+    positions = I.view(group.blocks, b).mean(0).argsort(stable=True)[: round(ratio * b)]
+    return (torch.arange(group.blocks)[:, None] * b + positions).flatten()
 
 
-@pytest.mark.parametrize("model_name", ["small", "resnet18", "dense", "inception"])
+@pytest.mark.parametrize("model_name", ["small", "resnet18", "dense", "inception", "resnext"])
 def test_shrink_groups_matches_the_model_with_the_least_important_channels_zeroed(model_name):
     g = torch.Generator().manual_seed(9)
-    make = {"small": ResidualCNN, "resnet18": lambda: pl.build_model("resnet18"), **CONCATENATING}[model_name]
-    model = randomize_batchnorm(make(), g).eval()                # CONCATENATING: DenseCNN, InceptionCNN (below)
+    make = {"small": ResidualCNN, "resnet18": lambda: pl.build_model("resnet18"), "resnext": ResNeXtCNN,
+            **CONCATENATING}[model_name]
+    model = randomize_batchnorm(make(), g).eval()           # CONCATENATING, ResNeXtCNN: below
     before = snapshot(model)
     groups = [grp for grp in graph.channel_groups(model) if not grp.blocked]
 
@@ -381,16 +385,128 @@ def test_channels_to_keep_finds_a_dense_layers_channels_masked_after_every_cat()
     assert pl.shrink.channels_to_keep(partly)["block1.0.conv2"].tolist() == [0, 1, 2, 3, 4, 5, 7]
 
 
+# ---------------------------------------------------------------------- grouped convs: runs at the same positions
+
+class ResNeXtCNN(nn.Module):
+    """A ResNeXt bottleneck (1x1, 3x3 in 4 groups, 1x1, added to the stem's channels), then a grouped conv that
+    widens 16 -> 48 channels in 8 groups (2 inputs -> 6 outputs each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.conv1, self.bn1 = nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32)
+        self.conv2, self.bn2 = nn.Conv2d(32, 32, 3, padding=1, groups=4), nn.BatchNorm2d(32)
+        self.conv3, self.bn3 = nn.Conv2d(32, 16, 1), nn.BatchNorm2d(16)
+        self.widen, self.bn4 = nn.Conv2d(16, 48, 3, stride=2, groups=8), nn.BatchNorm2d(48)
+        self.fc = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn0(self.stem(x)))                                      # [B, 16, 28, 28]
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))                                     # [B, 32, 28, 28]
+        x = F.relu(x + self.bn3(self.conv3(y)))
+        x = F.relu(self.bn4(self.widen(x)))                                     # [B, 48, 13, 13]
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def test_a_grouped_conv_cuts_the_channels_it_reads_and_writes_into_runs():
+    groups = {g.producers[0]: g for g in graph.channel_groups(ResNeXtCNN())}
+    assert {p: (g.channels, g.blocks) for p, g in groups.items()} == {
+        "stem": (16, 8), "conv1": (32, 4), "conv2": (32, 4), "widen": (48, 8), "fc": (10, 1)}
+    assert groups["stem"].producers == ("stem", "conv3") and Reader("widen", False) in groups["stem"].consumers
+
+
+def same_positions_in_every_run(group, g):
+    """Random kept channels of ``group``: half the positions of a run, the same in every run."""
+    b = group.channels // group.blocks
+    positions = torch.randperm(b, generator=g)[: max(1, b // 2)].sort().values
+    kept = (torch.arange(group.blocks)[:, None] * b + positions).flatten()
+    return kept, torch.tensor(sorted(set(range(group.channels)) - set(kept.tolist())))
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_shrinking_one_group_of_a_resnext_matches_zeroing_it(index):
+    g = torch.Generator().manual_seed(30 + index)
+    model = randomize_batchnorm(ResNeXtCNN(), g).eval()
+    before = snapshot(model)
+    group = graph.channel_groups(model)[index]
+    kept, removed = same_positions_in_every_run(group, g)
+
+    small = shrink(model, {group.producers[-1]: kept})
+    x = torch.randn(4, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_channels(model, {group: removed})(x), rtol=1e-4, atol=1e-5)
+    assert all(small.get_submodule(p).out_channels == len(kept) for p in group.producers)
+    assert {m.groups for m in small.modules() if isinstance(m, nn.Conv2d)} == {1, 4, 8}       # groups stay
+    assert same(snapshot(model), before)
+
+
+def test_keep_with_other_positions_in_another_run_is_refused_and_says_which_conv():
+    model = ResNeXtCNN()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match=r"Cannot shrink 'conv1' with these indices: the grouped convolution\(s\) "
+                                         r"conv2 cut its 32 channels into 4 runs of 8.*positions \[0, 1\] of run 0 "
+                                         r"but \[0, 2\] of run 1"):
+        shrink(model, {"conv1": [0, 1, 8, 10, 16, 17, 24, 25]})
+    assert same(snapshot(model), before)
+    small = shrink(model, {"conv1": [0, 1, 8, 9, 16, 17, 24, 25]})
+    assert small.conv2.weight.shape == (32, 2, 3, 3) and small.conv2.groups == 4
+
+
+def test_channels_to_keep_removes_a_position_only_where_every_run_reads_zero():
+    masked = ResNeXtCNN()
+    with torch.no_grad():
+        masked.conv1.weight[[3, 11, 19, 27]] = 0                    # position 3 of all 4 runs of 8
+        masked.conv1.bias[[3, 11, 19, 27]] = 0
+        masked.conv1.weight[5] = masked.conv1.bias[5] = 0           # position 5 of run 0 only: stays
+    keep = pl.shrink.channels_to_keep(masked)
+    assert keep["conv1"].tolist() == [c for c in range(32) if c % 8 != 3]
+    small = shrink(masked, keep)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(small.eval()(x), masked.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_channel_masked_resnext_saves_shrunk_and_loads_into_a_fresh_one(tmp_path):
+    g = torch.Generator().manual_seed(40)
+    model = randomize_batchnorm(ResNeXtCNN(), g).eval()
+    removed = torch.tensor([2, 5, 10, 13, 18, 21, 26, 29, 1])          # positions 2 and 5 of every run of 8; 1 once
+    kept = torch.ones(32, dtype=torch.bool)
+    kept[removed] = False
+    pl.masks.set_masks(model, {"conv1.weight": kept[:, None, None, None].expand(32, 16, 1, 1).float(),
+                               "conv1.bias": kept.float(), "bn1.weight": kept.float(), "bn1.bias": kept.float()})
+    record = pl.export.save_for_pytorch(model, tmp_path / "resnext.pt", shrink_units=True)
+    loaded = pl.export.load_for_pytorch(tmp_path / "resnext.pt", ResNeXtCNN().eval())
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-4, atol=1e-5)
+    assert record.widths == {"conv1": 24}
+    assert loaded.conv2.weight.shape == (32, 6, 3, 3) and loaded.conv2.groups == 4
+
+
+def test_resnext_counts_match_torch_pruning_magnitude_pruner():
+    """Torch-Pruning also removes the same positions from every group of a grouped conv (its importance averaged
+    over the groups), so at 0.5, where every run's half is whole, each layer ends with the same shape."""
+    ours, theirs = shrink_groups(ResNeXtCNN(), 0.5), torch_pruning_magnitude(ResNeXtCNN(), 0.5)
+    assert widths(ours) == widths(theirs)
+    assert {n: m.groups for n, m in ours.named_modules() if isinstance(m, nn.Conv2d)} == {
+        "stem": 1, "conv1": 1, "conv2": 4, "conv3": 1, "widen": 8}
+    assert pl.count_parameters(ours) == pl.count_parameters(theirs) == 1_586
+    macs = [pl.metrics.count_macs(m, (1, 1, 28, 28)).dense for m in (ours, theirs)]
+    assert macs[0] == macs[1]
+
+
 # ---------------------------------------------------------------------- what cannot be cut, and bad input
 
 class Concat(nn.Module):
     """c reads a and b concatenated along the channels (how="channels": supported); refused: along the width
-    (how="width"), with the model's input (how="input"), or the cat's output added to d's (how="residual")."""
+    (how="width"), with the model's input (how="input"), the cat's output added to d's (how="residual"), or read
+    by a grouped conv (how="grouped")."""
 
     def __init__(self, how="channels"):
         super().__init__()
         self.a, self.b, self.d = (nn.Conv2d(1, k, 3, padding=1) for k in (4, 4, 8))
-        self.c = nn.Conv2d({"width": 4, "input": 9}.get(how, 8), 4, 1)
+        self.c = nn.Conv2d({"width": 4, "input": 9}.get(how, 8), 4, 1, groups=2 if how == "grouped" else 1)
         self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 2)
         self.how = how
 
@@ -405,16 +521,6 @@ class Concat(nn.Module):
         if self.how == "residual":
             y = y + self.d(x)
         return self.fc(self.pool(self.c(y)).flatten(1))
-
-
-class Grouped(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3, groups=2)
-        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 2)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.b(self.a(x))).flatten(1))
 
 
 class Gated(nn.Module):
@@ -445,8 +551,7 @@ class Shared(nn.Module):
     (lambda: Concat("residual"), "a", r"node 'add' reads a torch\.cat's output, whose channels belong to several "
                                       r"groups.*not supported yet"),
     (lambda: Concat("residual"), "d", r"node 'add' reads a torch\.cat's output"),
-    (Grouped, "a", r"'b' is a grouped convolution \(groups=2, 8 -> 8 channels\).*not supported yet"),
-    (Grouped, "b", r"'b' is a grouped convolution"),
+    (lambda: Concat("grouped"), "a", r"the grouped convolution 'c' reads a torch\.cat's output.*not supported yet"),
     (Gated, "a", r"cannot be followed through call_function 'mul' \(node 'mul'\)"),
     (Shared, "a", r"layer 'twice' is called 2 times in forward \(a shared layer\)"),
     (ResidualCNN, "fc", r"reach the model's output \(node 'output'\)"),
