@@ -38,3 +38,22 @@ def test_jupyterlab_never_pops_up_to_ask_about_news(jupyter_lab):
     status, body = get(jupyter_lab + "/lab/api/settings/@jupyterlab/apputils-extension:notification")
     defaults = {key: spec["default"] for key, spec in json.loads(body)["schema"]["properties"].items()}
     assert status == 200 and defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False
+
+
+def test_a_learner_meets_no_nbgrader_menus(jupyter_lab):
+    """nbgrader is installed for teachers (class editions); `.binder/postBuild` turns its JupyterLab extension and
+    its server extensions (formgrader, assignment list) off in this environment, so a learner's JupyterLab has no
+    Nbgrader menu or pages."""
+    import re
+    import urllib.error
+
+    status, body = get(jupyter_lab + "/lab")
+    config = json.loads(re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', body,
+                                  re.S).group(1))
+    assert status == 200 and "@jupyter/nbgrader" in config["disabledExtensions"]
+    for page in ("/formgrader", "/assignments"):
+        try:
+            status = get(jupyter_lab + page)[0]
+        except urllib.error.HTTPError as e:
+            status = e.code
+        assert status == 404, f"{page} answers {status}: run `.venv/bin/python .binder/postBuild`"
