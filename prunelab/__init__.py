@@ -15,7 +15,8 @@ One concept per module, in four layers; a module imports only from its own layer
 - **pruning**: ``scores`` (importance from weights), ``data_criteria`` (from activations and the measured loss
   change), ``thresholds`` (v_thr and M = scores > v_thr), ``pruning`` (granularity and scope), ``schedules``
   (one-shot, iterative, gradual), ``resets`` (rewind, re-init), ``regularization`` (L1, group lasso),
-  ``sensitivity`` (per-layer scans and budgets), ``shrink`` (structured pruning that really removes units, by
+  ``sensitivity`` (per-layer scans and budgets), ``search`` (per-layer sparsities searched on the measured
+  accuracy under a size budget), ``shrink`` (structured pruning that really removes units, by
   dependency group), ``one_shot`` (Wanda and SparseGPT from calibration data), ``heads`` (attention-head
   importance I_h = E|∂L/∂ξ_h| from data), ``sparse_matmul`` (why masks give no speed-up: sparse storage
   against dense, the break-even sparsity), ``export`` (files that plain PyTorch and ONNX Runtime load: masks
@@ -59,6 +60,7 @@ from . import (
                resets,
                schedules,
                scores,
+               search,
                sensitivity,
                shrink,
                sparse_matmul,
@@ -139,6 +141,7 @@ __all__ = [
                "resnet18",
                "schedules",
                "scores",
+               "search",
                "sensitivity",
                "shrink",
                "sparse_matmul",

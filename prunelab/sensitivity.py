@@ -15,9 +15,10 @@ the budget is met exactly. Its limits:
 
 - the curves are measured one layer at a time, and the prediction a_0 − Σ_L (a_0 − a_L(s_L)) assumes the
   drops add up. They do not: pruning fc1 changes what fc2 and fc3 receive. For LeNet-300-100 at 10% of the
-  weights the measured accuracy is about 10 points below the prediction (at 2%, above it), and the
-  allocation does worse than the same sparsity in every layer. Measure the combined accuracy
-  (``prunelab.prune(model, allocation.sparsity)``, then ``prunelab.evaluate``) before trusting it;
+  weights the measured accuracy is 3.5 points below the prediction (at 2%, above it), and the allocation
+  does worse than one global magnitude threshold (notebook 06). Measure the combined accuracy
+  (``prunelab.prune(model, allocation.sparsity)``, then ``prunelab.evaluate``) before trusting it, or search
+  on it (``prunelab.search``);
 - the greedy is optimal only for convex drop curves; on a curve with a plateau after a cliff it follows
   the hull, which can jump over a cheap point;
 - sparsities between grid points use linearly interpolated curves; accuracy noise near s = 0 can make a

@@ -12,7 +12,7 @@ LAYERS = {
     "the kit": ["_helpers", "data", "models", "training", "checkpoints", "baselines", "masks", "graph", "metrics",
                 "live_accuracy", "encoding", "plots", "text", "text_baseline"],
     "pruning": ["scores", "data_criteria", "thresholds", "pruning", "schedules", "schedule_runs", "resets",
-                "regularization", "sensitivity", "shrink", "export", "one_shot", "heads", "sparse_matmul"],
+                "regularization", "sensitivity", "search", "shrink", "export", "one_shot", "heads", "sparse_matmul"],
     "compression": ["quantization", "qat", "mixed_precision", "weight_sharing", "lowrank", "distillation",
                     "compressed_file"],
     "teaching": ["exercises", "challenge", "editions", "explorers"],
