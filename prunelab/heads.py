@@ -111,9 +111,8 @@ def _examples(model: nn.Module, data: Data | TextSet, n: int, block_size: int | 
         T = block_size if block_size is not None else getattr(model, "block_size", None)
         if T is None:
             raise ValueError(f"{type(model).__name__} has no block_size: pass block_size= (characters per block).")
-        x, y = data.blocks(T)                                       # [K, T] each
-        pick = torch.arange(min(n, len(x))) * len(x) // min(n, len(x))
-        return x[pick].to(device), y[pick].to(device)
+        x, y = data.spread_blocks(T, min(n, data.block_count(T)))   # [n, T] each
+        return x.to(device), y.to(device)
     images = as_image_set(data, "Head importance", EXAMPLE)
     return images.normalized(device)[:n].to(_float_dtype(model)), images.labels[:n].to(device)
 

@@ -86,12 +86,29 @@ class TextSet:
     def blocks(self, block_size: int, offset: int = 0) -> tuple[Tensor, Tensor]:
         """All non-overlapping blocks from ``offset`` on: x = ids[s : s + T], y = ids[s + 1 : s + T + 1] (the
         next character of each), for s = offset, offset + T, ...; both int64 [K, T]."""
+        K = self.block_count(block_size, offset)
+        index = offset + torch.arange(K)[:, None] * block_size + torch.arange(block_size)   # [K, T]
+        return self.ids[index], self.ids[index + 1]
+
+    def block_count(self, block_size: int, offset: int = 0) -> int:
+        """K, the number of blocks ``blocks(block_size, offset)`` returns (those with all T targets); ValueError
+        when there is not even one."""
         if block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size}")
-        K = (len(self) - 1 - offset) // block_size                 # blocks that have all T targets
+        K = (len(self) - 1 - offset) // block_size
         if K < 1:
             raise ValueError(f"{self!r} is too short for one block of {block_size} characters.")
-        index = offset + torch.arange(K)[:, None] * block_size + torch.arange(block_size)   # [K, T]
+        return K
+
+    def spread_blocks(self, block_size: int, n: int) -> tuple[Tensor, Tensor]:
+        """``n`` of the K blocks of ``blocks(block_size)`` spread evenly over the text, blocks i·K // n for
+        i = 0 … n − 1 (the whole text is sampled, not its first pages): x, y int64 [n, T]. ValueError unless
+        1 ≤ n ≤ K."""
+        K = self.block_count(block_size)
+        if not (isinstance(n, int) and 1 <= n <= K):
+            raise ValueError(f"n must be a number of blocks between 1 and {K} (the blocks of {block_size} characters "
+                             f"in {self!r}), got {n!r}.")
+        index = (torch.arange(n) * K // n)[:, None] * block_size + torch.arange(block_size)    # [n, T]
         return self.ids[index], self.ids[index + 1]
 
     def batches(self, block_size: int, batch_size: int, *, shuffle: bool = False,
@@ -177,19 +194,17 @@ def perplexity(model: nn.Module, text_set: TextSet, *, block_size: int | None = 
     """exp(mean cross-entropy per character, nats) of ``model`` (ids [B, T] -> logits [B, T, V]) on ``text_set``.
 
     The blocks are fixed and non-overlapping (``TextSet.blocks``; T = ``block_size``, default the model's
-    ``block_size``): all of them, or ``n_blocks`` spread evenly over the text (block i·K // n of the K). Each
+    ``block_size``): all of them, or ``n_blocks`` spread evenly over the text (``TextSet.spread_blocks``). Each
     block is read from its first character, so a block's first predictions have little context: the figure
     averages over contexts of 1 ... T characters. Deterministic; the model's mode is restored afterwards.
     """
     T = block_size if block_size is not None else model.block_size
-    x, y = text_set.blocks(T)
-    K = len(x)
+    K = text_set.block_count(T)
     n = K if n_blocks is None else n_blocks
-    if not 1 <= n <= K:
+    if not (isinstance(n, int) and 1 <= n <= K):
         raise ValueError(f"n_blocks must be between 1 and {K} (the blocks of {T} characters in {text_set!r}), "
                          f"got {n_blocks}.")
-    pick = torch.arange(n) * K // n
-    x, y = x[pick], y[pick]
+    x, y = text_set.spread_blocks(T, n)
     device, total = model_device(model), 0.0
     with in_mode(model, training=False), torch.no_grad():
         for start in range(0, n, batch_size):

@@ -106,6 +106,17 @@ def test_batches_pair_each_character_with_the_next(validation):
     assert all(validation.decode(torch.cat([row, target[-1:]])) in joined for row, target in zip(xs, ys))
 
 
+def test_spread_blocks_sample_the_whole_text_evenly(validation):
+    x, y = validation.blocks(128)
+    K = validation.block_count(128)
+    spread_x, spread_y = validation.spread_blocks(128, 8)
+    pick = [i * K // 8 for i in range(8)]                           # block i·K // n: the first, then every K/8th
+    assert len(x) == K and torch.equal(spread_x, x[pick]) and torch.equal(spread_y, y[pick]) and pick[-1] > 0.8 * K
+    assert torch.equal(validation.spread_blocks(128, K)[0], x)
+    with pytest.raises(ValueError, match=rf"n must be a number of blocks between 1 and {K}"):
+        validation.spread_blocks(128, K + 1)
+
+
 def test_a_uniform_model_has_perplexity_equal_to_the_vocabulary_size(validation):
     class Uniform(nn.Module):
         block_size = 32

@@ -37,8 +37,9 @@ class OneShotExplorer(Explorer):
     samples.
 
     - ``text``: the held-out text the perplexity is measured on (``n_blocks`` fixed blocks of it).
-    - ``calibration``: token ids [N, T] the model takes (or a ``TextSet``: its first ``calibration_blocks`` blocks
-      of the model's block size), what Wanda's ‖X_j‖ and SparseGPT's X Xᵀ come from.
+    - ``calibration``: token ids [N, T] the model takes (or a ``TextSet``: ``calibration_blocks`` blocks of the
+      model's block size spread over it, ``TextSet.spread_blocks``), what Wanda's ‖X_j‖ and SparseGPT's X Xᵀ come
+      from.
     - ``layers``: the Linear layers to prune (default: every Linear but the last, the output head, as the papers
       leave the LM head dense). ``shown``: the layer whose mask is drawn (its top-left 32 × 64 weights).
 
@@ -57,7 +58,7 @@ class OneShotExplorer(Explorer):
                              "one).")
         self.model, self.text, self.n_blocks = model, text, n_blocks
         if isinstance(calibration, TextSet):
-            calibration = calibration.blocks(model.block_size)[0][:calibration_blocks]
+            calibration = calibration.spread_blocks(model.block_size, calibration_blocks)[0]
         self.calibration = calibration
         linears = list(linear_layers(model))
         self.layers = list(linear_layers(model, layers if layers is not None else linears[:-1]))
