@@ -174,13 +174,18 @@ class FigureImage:
 class LevelLines:
     """Vertical lines at given values of w, spanning the height of ``ax`` (e.g. the levels r̂ = S (q − Z) a
     quantizer can represent, or k-means centroids, drawn over a weight histogram). One ``LineCollection``;
-    ``update(levels)`` moves the lines in place (any number of them) and returns their x values."""
+    ``update(levels)`` moves the lines in place (any number of them) and returns their x values.
+
+    Up to ``full_height_max`` levels are full-height lines; more (8 bits: 256) would paint over the histogram,
+    so they become ticks along the bottom, ``tick_height`` of the axes high."""
 
     def __init__(self, ax: Axes, *, color: str = "tab:red", lw: float = 0.8, alpha: float = 0.8,
-                 label: str | None = None, animated: bool = False):
+                 label: str | None = None, animated: bool = False, full_height_max: int = 16,
+                 tick_height: float = 0.08):
         from matplotlib.collections import LineCollection
 
         self.ax = ax
+        self.full_height_max, self.tick_height = full_height_max, tick_height
         self.lines = LineCollection(np.zeros((0, 2, 2)), colors=color, linewidths=lw, alpha=alpha, label=label,
                                     transform=ax.get_xaxis_transform(),          # x: data, y: 0..1 of the axes
                                     animated=animated)
@@ -196,7 +201,7 @@ class LevelLines:
             levels.detach().cpu() if isinstance(levels, Tensor) else levels, dtype=float).ravel()
         segments = np.zeros((x.size, 2, 2))
         segments[:, :, 0] = x[:, None]
-        segments[:, 1, 1] = 1.0
+        segments[:, 1, 1] = 1.0 if x.size <= self.full_height_max else self.tick_height
         self.lines.set_segments(segments)
         return x
 

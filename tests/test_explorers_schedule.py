@@ -47,6 +47,28 @@ def test_the_final_accuracy_panel_holds_every_final_sparsity(explorer, doc):
         assert y == [find_run(doc, name, s)["final_accuracy"] for s in doc["final_sparsities"]]
 
 
+def test_the_accuracy_axis_stays_put_while_s_f_moves(explorer, doc):
+    limits = set()
+    for s_final in doc["final_sparsities"]:
+        explorer.slider.value = s_final
+        limits.add(explorer.ax_accuracy.get_ylim())
+    assert len(limits) == 1
+    lowest = min(a for run in doc["runs"] for _, a in run["accuracy"])
+    assert limits.pop()[0] < lowest                     # every run of every s_f fits
+
+
+def test_tied_schedules_are_all_bold(doc):
+    tied = copy.deepcopy(doc)
+    s_final = tied["final_sparsities"][0]
+    runs = {name: find_run(tied, name, s_final) for name in SCHEDULES}
+    runs["iterative"]["final_accuracy"] = runs["gradual"]["final_accuracy"] = 0.99   # above one-shot
+    explorer = ScheduleExplorer(tied)
+    explorer.slider.value = s_final
+    rows = explorer.readout.value.split("<tr")
+    bold = {name for name in SCHEDULES for row in rows if f"<td>{name}</td>" in row and "font-weight:bold" in row}
+    assert bold == {"iterative", "gradual"}
+
+
 def test_the_accuracy_axis_fits_the_shown_curves(explorer, doc):
     explorer.slider.value = max(doc["final_sparsities"])
     lowest = min(a for name in SCHEDULES for _, a in explorer.shown[name]["accuracy"])

@@ -67,6 +67,12 @@ def test_dials_together_are_measured_and_compared_with_the_sum_of_drops(explorer
     assert explorer.kept == kept and f"{kept:,} / 266,200" in explorer.readout.value
     gap = f"{100 * (explorer.accuracy - explorer.predicted):+.2f} points"
     assert gap in explorer.readout.value
+    # one scale (percent) and one sign convention (a loss is negative) throughout the table
+    row = f"<tr><td>fc1</td><td>95.0%</td><td>{curves.kept_in('fc1', 0.95):,} / {curves.weights['fc1']:,}</td>"
+    assert row in explorer.readout.value
+    change = curves.accuracy_at("fc1", 0.95) - curves.baseline
+    assert change < 0 and f"{100 * change:+.2f}</td></tr>" in explorer.readout.value
+    assert f"Σ {100 * (explorer.predicted - curves.baseline):+.2f}" in explorer.readout.value
 
 
 def test_a_dial_between_grid_points_sits_on_the_interpolated_curve(explorer, curves):

@@ -118,13 +118,22 @@ class ScheduleExplorer(Explorer):
                                                self.target_line, self.final_marker])
 
     def _accuracy_limits(self) -> tuple[float, float]:
-        ys = [a for name in SCHEDULES if self.show[name].value for _, a in self.shown[name]["accuracy"]]
+        """The range of every shown schedule's accuracy over all s_f: the axis stays put while s_f moves."""
+        runs = []
+        for name in SCHEDULES:
+            if self.show[name].value:
+                for s in self.final_sparsities:
+                    try:
+                        runs.append(find_run(self.doc, name, s))
+                    except ValueError:
+                        continue               # an incomplete record: that s_f shows its error when chosen
+        ys = [a for run in runs or self.shown.values() for _, a in run["accuracy"]]
         lo, hi = min(ys + [self.baseline]), max(ys + [self.baseline])
         pad = max(0.005, 0.08 * (hi - lo))
         return lo - pad, hi + pad
 
     def _static_parts(self) -> None:
-        """The accuracy axis fits the shown curves: one background per (s_f, schedules shown), drawn the
+        """The accuracy axis fits the shown schedules at every s_f: one background per (s_f, schedules shown), drawn the
         first time that state is shown and reused after."""
         self.ax_accuracy.set_ylim(*self._accuracy_limits())
         with matplotlib.rc_context({"font.size": 8}):
@@ -157,11 +166,12 @@ class ScheduleExplorer(Explorer):
         self._redraw_readout()
 
     def _redraw_readout(self) -> None:
-        rows, best = [], max(SCHEDULES, key=lambda n: self.shown[n]["final_accuracy"])
+        shown = {name: round(100 * self.shown[name]["final_accuracy"], 2) for name in SCHEDULES}  # as printed
+        rows, best = [], {name for name, a in shown.items() if a == max(shown.values())}         # ties: all bold
         for name in SCHEDULES:
             run = self.shown[name]
             lowest = min(a for _, a in run["accuracy"])
-            bold = " style='font-weight:bold'" if name == best else ""
+            bold = " style='font-weight:bold'" if name in best else ""
             rows.append(f"<tr{bold}><td>{html.escape(name)}</td><td>{len(run['prune_steps'])}</td>"
                         f"<td>{run['final_sparsity']:.2%}</td><td>{lowest:.2%}</td>"
                         f"<td>{run['final_accuracy']:.2%}</td>"

@@ -77,7 +77,7 @@ class SensitivityExplorer(MeteredExplorer):
         style = {"description_width": "initial"}
         s_max = curves.sparsities[-1]
         self.dials = {name: widgets.FloatSlider(value=0.0, min=0.0, max=s_max, step=0.01, description=name,
-                                                readout_format=".3f", continuous_update=True, style=style,
+                                                readout_format=".1%", continuous_update=True, style=style,
                                                 layout=widgets.Layout(width="320px"))
                       for name in curves.layers}
         self.budget = widgets.FloatSlider(value=budget, min=0.001, max=1.0, step=0.001,
@@ -166,7 +166,7 @@ class SensitivityExplorer(MeteredExplorer):
                 ax.grid(alpha=0.3)
             axes[0].set_ylim(0, 1)
             axes[0].set_ylabel(f"{self.data.accuracy_label()} ({curves.n_images:,} images)")
-            axes[0].legend(loc="lower left", fontsize=7, frameon=False)
+            axes[0].legend(loc="lower left", fontsize=9, frameon=False)
         self.renderer = FigureImage(self.fig, [*self.markers.values(), *self.measured_lines.values(),
                                                *self.predicted_lines.values()])
         self.renderer.capture_background()
@@ -184,9 +184,9 @@ class SensitivityExplorer(MeteredExplorer):
         curves, rows = self.curves, []
         for name, s in self.sparsity.items():
             kept = curves.kept_in(name, s)
-            rows.append(f"<tr><td>{html.escape(name)}</td><td>{s:.3f}</td>"
+            rows.append(f"<tr><td>{html.escape(name)}</td><td>{s:.1%}</td>"
                         f"<td>{kept:,} / {curves.weights[name]:,}</td>"
-                        f"<td>{curves.accuracy_at(name, s):.2%}</td><td>{100 * curves.drop(name, s):+.2f}</td></tr>")
+                        f"<td>{curves.accuracy_at(name, s):.2%}</td><td>{-100 * curves.drop(name, s):+.2f}</td></tr>")
         kept, total = self.kept, curves.total
         where = self.meter.where("the dials rest")
         fit = ""
@@ -196,10 +196,10 @@ class SensitivityExplorer(MeteredExplorer):
         self.readout.value = (
             "<table style='font-family:monospace;font-size:12px'>"
             "<tr><th align=left>layer</th><th align=left>s</th><th align=left>weights kept</th>"
-            "<th align=left>a_L(s) alone</th><th align=left>drop (points)</th></tr>" + "".join(rows) +
+            "<th align=left>a_L(s) alone</th><th align=left>a_L(s) − a_0 (points)</th></tr>" + "".join(rows) +
             f"<tr><td><b>all</b></td><td></td><td><b>{kept:,} / {total:,}</b> ({kept / total:.1%}, "
             f"{total / max(kept, 1):.1f}× smaller)</td><td></td>"
-            f"<td>Σ {100 * (curves.baseline - predicted):+.2f}</td></tr></table>{fit}"
+            f"<td>Σ {100 * (predicted - curves.baseline):+.2f}</td></tr></table>{fit}"
             f"<div>sum-of-drops prediction: <b>{predicted:.2%}</b> (dense {self.baseline:.2%})</div>"
             f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}, all dials together: "
             f"<b>{self.accuracy:.2%}</b> "
