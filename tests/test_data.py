@@ -1,11 +1,13 @@
 import hashlib
+import subprocess
+import sys
 
 import pytest
 import torch
 from torchvision import transforms
 
 import prunelab as pl
-from prunelab.data import MEAN, STD, DataFileError
+from prunelab.data import MEAN, STD, DataFileError, read_idx
 
 from conftest import REPO
 
@@ -34,12 +36,33 @@ def test_committed_files_match_their_checksums():
         assert digest(raw / name) == listed[name], name
 
 
-def test_data_comes_through_torchvisions_dataset_class(data_copy):
+def test_the_files_read_as_torchvisions_dataset_class_reads_them(data_copy):
     from torchvision.datasets import FashionMNIST
 
     ours = pl.load_fashion_mnist("test", root=data_copy)
     theirs = FashionMNIST(str(data_copy), train=False, download=False)
     assert torch.equal(ours.images, theirs.data) and torch.equal(ours.labels, theirs.targets)
+    assert ours.classes == tuple(theirs.classes)
+
+
+def test_loading_the_data_does_not_import_torchvision():
+    """torchvision's import costs a kernel about 160 MB; the lessons that do not need its models skip it."""
+    code = ("import sys, prunelab as pl; pl.load_fashion_mnist('test'); pl.load_fashion_mnist('validation'); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_a_truncated_idx_file_is_refused_with_what_is_wrong(tmp_path):
+    good = pl.data_root() / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    bad = tmp_path / "labels"
+    bad.write_bytes(good.read_bytes()[:-1])
+    with pytest.raises(DataFileError, match="does not hold the 10000 bytes of its shape \\[10000\\]"):
+        read_idx(bad)
+    bad.write_bytes(b"PK\x03\x04" + good.read_bytes()[4:])
+    with pytest.raises(DataFileError, match="not an IDX file of unsigned bytes"):
+        read_idx(bad)
+    assert torch.equal(read_idx(good), pl.load_fashion_mnist("test").labels.to(torch.uint8))
 
 
 def test_corrupt_file_is_named_with_the_fix_and_nothing_is_written(data_copy):
