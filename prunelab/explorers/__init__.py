@@ -8,6 +8,7 @@ last expression of a cell; drive one from code (or a test) by setting its widget
 - ``QuantizationExplorer``: bit width → levels on the histogram, rounding error, accuracy, bytes on disk.
 - ``HeadsExplorer``: a transformer's heads as a grid → remove or restore one, accuracy or perplexity and a sample.
 - ``OneShotExplorer``: one sparsity or N:M → magnitude, Wanda and SparseGPT side by side on a language model.
+- ``TemperatureExplorer``: temperature T → a teacher's soft targets softmax(z / T) for one image, their entropy.
 """
 
 from .base import Explorer
@@ -17,7 +18,8 @@ from .one_shot import OneShotExplorer
 from .quantization import QuantizationExplorer
 from .schedule import ScheduleExplorer
 from .sensitivity import SensitivityExplorer
+from .temperature import TemperatureExplorer
 from .threshold import ThresholdExplorer
 
 __all__ = ["Explorer", "GranularityExplorer", "HeadsExplorer", "OneShotExplorer", "QuantizationExplorer",
-           "ScheduleExplorer", "SensitivityExplorer", "ThresholdExplorer"]
+           "ScheduleExplorer", "SensitivityExplorer", "TemperatureExplorer", "ThresholdExplorer"]
