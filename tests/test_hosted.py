@@ -40,6 +40,18 @@ def test_every_notebook_starts_with_the_colab_cell(notebook):
         f"{notebook.name}: its first code cell must be the Colab set-up cell of 01_start_here.ipynb, unchanged")
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_colab_cell_is_folded_to_one_line(notebook):
+    """A learner's first code is the lesson's, not twenty lines of set-up: the cell is a form on Colab (its
+    ``#@title`` line shows, the code does not) and its input is collapsed in JupyterLab and Notebook 7."""
+    cells = json.loads(notebook.read_text())["cells"]
+    metadata = next(c for c in cells if c["cell_type"] == "code")["metadata"]
+    assert CELL.startswith("#@title On Colab only"), "the Colab cell's first line is its title on Colab's form"
+    assert metadata.get("cellView") == "form", f"{notebook.name}: the Colab cell needs metadata cellView: form"
+    assert metadata.get("jupyter", {}).get("source_hidden") is True, (
+        f"{notebook.name}: the Colab cell needs metadata jupyter.source_hidden: true (collapsed in JupyterLab)")
+
+
 def test_the_colab_cell_does_nothing_outside_colab(monkeypatch):
     monkeypatch.delenv("PRUNELAB_DATA", raising=False)
     monkeypatch.delenv("PRUNELAB_DEVICE", raising=False)
