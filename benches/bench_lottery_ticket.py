@@ -20,14 +20,13 @@ record live, with a one-shot ticket at every round's sparsity, and compares the 
 """
 
 import argparse
-import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 import prunelab as pl
+from prunelab._helpers import recorded_elsewhere, write_record
 from prunelab.masks import get_masks, mask_sparsity
 from prunelab.pruning import prune
 from prunelab.resets import (TICKET_RECIPE, compare_tickets, load_tickets, precompute_tickets,
@@ -109,16 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         command = "python benches/bench_lottery_ticket.py --write " + args.write + (
             f" --threads {args.threads}" if args.threads != 1 else "")
         doc = precompute_tickets(command=command, progress=True)
-        path = Path(args.write)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        path = write_record(args.write, doc)
         print(f"wrote {path} ({path.stat().st_size:,} bytes) in {doc['seconds']} s")
         return 0
     if args.check:
         doc = load_tickets(args.check)
-        if doc["threads"] != torch.get_num_threads() or doc["torch"] != torch.__version__.split("+")[0]:
-            print(f"note: recorded with torch {doc['torch']} on {doc['threads']} threads; this is torch "
-                  f"{torch.__version__} on {torch.get_num_threads()}: expect small differences")
+        if note := recorded_elsewhere(doc):
+            print(note)
         cases = [("check", doc["check"]["runs"], recipe_of(doc["check"]["recipe"]))]
         if args.full:
             cases.append(("full", doc["runs"], recipe_of(doc["recipe"])))

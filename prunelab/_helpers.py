@@ -4,17 +4,21 @@
 - ``select_layers``: the prunable layers a function works on, by name, checked;
 - ``in_mode``: train or eval mode for a block, every submodule's own mode restored afterwards;
 - ``per_layer``: one setting for every layer, or ``{layer: setting}``, as ``{layer: setting or None}``;
-- ``temporary_path``: a file path in a temporary directory, to measure the bytes of a real file.
+- ``temporary_path``: a file path in a temporary directory, to measure the bytes of a real file;
+- ``write_record`` / ``recorded_elsewhere``: a precomputed JSON record (schedule runs, lottery tickets) written,
+  and the note to print when it is checked under another torch or thread count than it was made with.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from torch import nn
 
 
@@ -74,3 +78,21 @@ def temporary_path(name: str) -> Iterator[Path]:
     """``<a new temporary directory>/<name>``; the directory and whatever was written there go afterwards."""
     with tempfile.TemporaryDirectory(prefix="prunelab-") as tmp:
         yield Path(tmp) / name
+
+
+def write_record(path: str | Path, doc: dict) -> Path:
+    """Write a precomputed record as JSON (indent 1, a final newline), making its folder; return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def recorded_elsewhere(doc: Mapping) -> str | None:
+    """The note to print when a record (with ``"torch"`` and ``"threads"``) was made with another torch version or
+    thread count than this process has, so that a re-run may differ slightly; None when they are the same."""
+    here = torch.__version__.split("+")[0]
+    if doc["threads"] == torch.get_num_threads() and doc["torch"] == here:
+        return None
+    return (f"note: recorded with torch {doc['torch']} on {doc['threads']} threads; this is torch "
+            f"{torch.__version__} on {torch.get_num_threads()}: expect small differences")

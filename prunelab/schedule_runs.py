@@ -34,6 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ._helpers import recorded_elsewhere, write_record
 from .checkpoints import checkpoint_info, load_pretrained
 from .data import ImageSet, data_root, load_fashion_mnist
 from .masks import get_masks, mask_sparsity
@@ -232,15 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m prunelab.schedule_runs --write " + args.write + (
             f" --threads {args.threads}" if args.threads != 1 else "")
         doc = precompute(command=command, progress=True)
-        path = Path(args.write)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        path = write_record(args.write, doc)
         print(f"wrote {path} ({path.stat().st_size:,} bytes) in {doc['seconds']} s")
         return 0
     doc = load_schedule_runs(args.check)
-    if doc["threads"] != torch.get_num_threads() or doc["torch"] != torch.__version__.split("+")[0]:
-        print(f"note: recorded with torch {doc['torch']} on {doc['threads']} threads; this is torch "
-              f"{torch.__version__} on {torch.get_num_threads()}: expect small differences")
+    if note := recorded_elsewhere(doc):
+        print(note)
     cases = [("check", doc["check"]["runs"], Recipe(**doc["check"]["recipe"]), [doc["check"]["s_final"]])]
     if args.full:
         recipe = Recipe(**{k: v for k, v in doc["recipe"].items() if k in Recipe.__dataclass_fields__})

@@ -52,6 +52,17 @@ def test_set():
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (restored after): the precomputed records were trained so, and on a shared
+    2-core machine two threads per process can be many times slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def data_copy(tmp_path):
     """A private copy of the committed Fashion-MNIST files (the .gz files and SHA256SUMS only)."""
     raw = tmp_path / "FashionMNIST" / "raw"

@@ -13,14 +13,7 @@ from prunelab import schedule_runs as S
 from prunelab.schedules import cubic_sparsity, gradual_pruning, iterative_pruning, iterative_sparsities
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training runs single-threaded here: the records were made so, and on a shared 2-core machine two
-    threads per process can be many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py: as the records were made
 
 
 @pytest.fixture(scope="module")

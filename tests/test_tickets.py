@@ -10,13 +10,7 @@ import prunelab as pl
 from prunelab import resets as R
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Training runs single-threaded here: the record was made so, and it is faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py: as the records were made
 
 
 @pytest.fixture(scope="module")
