@@ -178,3 +178,27 @@ def test_voila_serves_the_explorer_as_an_app_and_arrow_keys_move_it(voila, conte
     expect(view.image).not_to_have_attribute("src", src)
     assert view.readout.inner_text() != readout
     assert set(context.external_requests) <= VOILA_TEMPLATE_CDN
+
+
+# ---------------------------------------------------------------------------------------------------- projector mode
+def test_voila_projector_mode_keeps_the_accuracy_large_and_redraws_at_twice_the_pixels(browser, voila):
+    """`?projector` (every app's layout in projector mode: tests/test_browser_apps.py): the accuracy is at least
+    16 px and in view at 1024 x 700, and after arrow keys the figure is redrawn with twice its 600 CSS px."""
+    context = browser.new_context(viewport={"width": 1024, "height": 700})
+    try:
+        page = context.new_page()
+        page.goto(f"{voila}/?projector")
+        view = ExplorerView(page)
+        expect(view.accuracy).to_contain_text(re.compile(r"test accuracy: \d+\.\d\d%"), timeout=120_000)
+        expect(view.image).to_have_js_property("naturalWidth", 1200)
+        assert view.accuracy.evaluate("n => parseFloat(getComputedStyle(n).fontSize)") >= 16
+        box = view.accuracy.bounding_box()
+        assert box["y"] + box["height"] <= 700 and box["x"] + box["width"] <= 1024
+        src = view.image_src()
+        view.handle.focus()
+        press(page, "ArrowRight", 3)
+        view.expect_fc1_pruned(0.03)
+        expect(view.image).not_to_have_attribute("src", src)
+        expect(view.image).to_have_js_property("naturalWidth", 1200)
+    finally:
+        context.close()

@@ -10,6 +10,7 @@ from torch import nn
 
 import prunelab as pl
 from prunelab.explorers import ThresholdExplorer
+from prunelab.explorers.base import projector_css, projector_mode
 from prunelab.thresholds import RankedScores
 from prunelab.live_accuracy import LiveAccuracy
 from prunelab.thresholds import mask_for_sparsity
@@ -225,3 +226,34 @@ def test_a_slider_move_that_changes_no_mask_is_fine(explorer):
     explorer.slider.value = 0.5
     explorer.slider.value = 0.5001                        # the same k: the mask does not change
     assert explorer.error is None and explorer.sparsity("fc3") == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------- projector mode
+@pytest.mark.parametrize("environ, on", [
+    ({}, False), ({"QUERY_STRING": ""}, False), ({"QUERY_STRING": "projector"}, True),
+    ({"QUERY_STRING": "a=1&projector=1"}, True), ({"QUERY_STRING": "projector=0"}, False),
+    ({"QUERY_STRING": "projector=off", "PRUNELAB_PROJECTOR": "1"}, False),      # the page's address decides
+    ({"PRUNELAB_PROJECTOR": "1"}, True), ({"PRUNELAB_PROJECTOR": "yes"}, True), ({"PRUNELAB_PROJECTOR": "0"}, False)])
+def test_projector_mode_is_read_from_the_address_then_the_variable(environ, on):
+    assert projector_mode(environ) is on
+
+
+def test_projector_mode_wraps_the_view_with_its_style_and_draws_the_figure_with_twice_the_pixels(monkeypatch,
+                                                                                                   small_test):
+    model = pl.load_pretrained("lenet300")
+    plain = ThresholdExplorer(model, small_test)
+    monkeypatch.setenv("PRUNELAB_PROJECTOR", "1")
+    projected = ThresholdExplorer(model, small_test)
+    assert plain.display_widget() is plain.view and not plain.projector
+    box = projected.display_widget()
+    assert projected.projector and box.children[1] is projected.view and "prunelab-projector" in box._dom_classes
+    assert "font-size: 16px" in box.children[0].value and box.children[0].layout.display == "none"
+    assert projected.display_widget() is box                                    # one box, not one per display
+    css = projector_css()                        # inline sizes under 16 px are raised; a headline's larger one stays
+    assert '[style*="font-size:12px"]' in css and '[style*="font-size:15px"]' in css and "font-size:16px" not in css
+    # the same CSS size, twice the pixels: the PNG of the projector's figure is twice as wide
+    assert plain.image.layout.width == projected.image.layout.width == f"{round(plain.fig.get_figwidth() * plain.fig.dpi)}px"
+    assert projected.fig.dpi == 2 * plain.fig.dpi
+    w_plain, w_projected = (int.from_bytes(e.image.value[16:20], "big") for e in (plain, projected))   # PNG IHDR width
+    assert w_projected == 2 * w_plain
+    pl.masks.reset(model)

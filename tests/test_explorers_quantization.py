@@ -54,7 +54,7 @@ def test_the_explorer_starts_at_float32_and_leaves_the_model_alone(explorer, sma
     assert explorer.bits.value == FLOAT and explorer.current is None and explorer.setting() is None
     assert explorer.baseline == pl.evaluate(pl.load_pretrained("lenet300"), small_test).accuracy
     assert len(explorer.levels_artist.lines.get_segments()) == 0
-    assert f"{explorer.baseline:.2%}" in explorer.readout.value and "prunelab-accuracy" in explorer.readout.value
+    assert f"{explorer.baseline:.2%}</span>" in explorer.headline.value and "prunelab-accuracy" in explorer.headline.value
 
 
 def test_bits_set_the_weights_levels_errors_accuracy_and_bytes(explorer, small_test):
@@ -77,7 +77,8 @@ def test_bits_set_the_weights_levels_errors_accuracy_and_bytes(explorer, small_t
     assert r.file_bytes == Q.quantized_file_bytes(model, 4, scheme="affine", per_channel=False)
     assert explorer.float_bytes == pl.metrics.file_bytes(model) > 6 * r.file_bytes
     text = explorer.readout.value
-    assert f"{r.accuracy:.2%}" in text and f"{r.file_bytes:,} bytes" in text and "16 levels" in text
+    assert f"{r.file_bytes:,} bytes" in text and "16 levels" in text
+    assert f"font-size:26px;font-weight:bold'>{r.accuracy:.2%}</span>" in explorer.headline.value   # the largest text
     assert same(snapshot(model), before, ordered=True)
     explorer.bits.value = 2                                           # fewer levels, larger errors
     assert explorer.current.rms["fc1"] > r.rms["fc1"] and len(level_lines(explorer)) == 4

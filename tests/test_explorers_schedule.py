@@ -34,7 +34,8 @@ def test_the_shown_curves_are_the_recorded_numbers(explorer, doc):
             x, y = drawn(explorer.sparsity_lines[name])
             assert x == [0.0, *(t / spe for t, _ in run["prune_steps"]), epochs]
             assert y == [0.0, *(s for _, s in run["prune_steps"]), run["prune_steps"][-1][1]]
-            assert f"{name} <b>{run['final_accuracy']:.2%}</b>" in explorer.readout.value
+            assert f"{name}</span><br><span style='font-size:24px;font-weight:" in explorer.headline.value
+            assert f">{run['final_accuracy']:.2%}</span>" in explorer.headline.value
         assert drawn(explorer.target_line)[1] == [s_final, s_final]
         assert drawn(explorer.final_marker)[0] == [s_final, s_final]
         assert f"s_f = {s_final:g}" in explorer.ax_accuracy.get_title()
@@ -67,6 +68,9 @@ def test_tied_schedules_are_all_bold(doc):
     rows = explorer.readout.value.split("<tr")
     bold = {name for name in SCHEDULES for row in rows if f"<td>{name}</td>" in row and "font-weight:bold" in row}
     assert bold == {"iterative", "gradual"}
+    cells = explorer.headline.value.split("<td")                          # the headline too
+    assert {name for name in SCHEDULES for cell in cells
+            if f">{name}</span>" in cell and "font-weight:bold" in cell} == {"iterative", "gradual"}
 
 
 def test_the_accuracy_axis_fits_the_shown_curves(explorer, doc):
@@ -97,4 +101,4 @@ def test_a_missing_run_is_shown_as_an_error_and_the_last_figure_stays(doc):
 def test_the_readout_names_the_recipe_and_the_command(explorer, doc):
     text = explorer.readout.value
     assert doc["command"] in text and f"{doc['recipe']['epochs']} epochs" in text
-    assert "prunelab-accuracy" in text
+    assert "prunelab-accuracy" in explorer.headline.value

@@ -46,9 +46,11 @@ def test_one_dial_moves_its_marker_and_alone_measures_its_own_curve(explorer, sm
     assert list(explorer.measured_lines["fc3"].get_ydata()) == [a, a]
     assert explorer.kept == 235200 - round(0.9 * 235200) + 30000 + 1000
     assert explorer.image.value != before and explorer.image.value[:4] == b"\x89PNG"
-    assert f"{explorer.accuracy:.2%}" in explorer.readout.value and "prunelab-accuracy" in explorer.readout.value
-    # the readout names the split it measures on (the notebook gives it the validation split, for choosing)
-    assert f"test accuracy, all dials together: <b>{explorer.accuracy:.2%}" in explorer.readout.value
+    # the headline by the dials: the accuracy as the largest text, named by the split it measures on (the notebook
+    # gives it the validation split, for choosing)
+    assert "prunelab-accuracy" in explorer.headline.value
+    assert f"test accuracy, all dials together:</span><br><span style='font-size:26px;font-weight:bold'>" \
+        f"{explorer.accuracy:.2%}</span>" in explorer.headline.value
 
 
 def test_dials_together_are_measured_and_compared_with_the_sum_of_drops(explorer, small_test, curves):
@@ -66,7 +68,8 @@ def test_dials_together_are_measured_and_compared_with_the_sum_of_drops(explorer
     kept = sum(int(m.sum()) for m in M.get_masks(explorer.model).values())
     assert explorer.kept == kept and f"{kept:,} / 266,200" in explorer.readout.value
     gap = f"{100 * (explorer.accuracy - explorer.predicted):+.2f} points"
-    assert gap in explorer.readout.value
+    assert gap in explorer.headline.value and f"sum-of-drops prediction <b>{explorer.predicted:.2%}" in \
+        explorer.headline.value
     # one scale (percent) and one sign convention (a loss is negative) throughout the table
     row = f"<tr><td>fc1</td><td>95.0%</td><td>{curves.kept_in('fc1', 0.95):,} / {curves.weights['fc1']:,}</td>"
     assert row in explorer.readout.value
@@ -157,11 +160,11 @@ def test_a_slow_model_shows_an_estimate_then_the_exact_accuracy(small_test, curv
 
     async def drag():
         explorer.dials["fc1"].value = 0.95
-        shown = (explorer.accuracy_is_exact, explorer.readout.value)
+        shown = (explorer.accuracy_is_exact, explorer.headline.value)
         await asyncio.sleep(0.3)
         return shown
 
     exact_then, text = asyncio.run(drag())
     assert not exact_then and "estimate on 300 test images" in text
     assert explorer.accuracy_is_exact and explorer.accuracy == pl.evaluate(explorer.model, small_test).accuracy
-    assert "all 2,000 test images" in explorer.readout.value
+    assert "all 2,000 test images" in explorer.headline.value

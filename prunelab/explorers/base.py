@@ -10,6 +10,14 @@
 - ``AccuracyMeter`` (and ``MeteredExplorer``, an explorer with one): the accuracy readout, exact on every
   event when that is fast enough, else an estimate now and the exact figure later.
 - ``quiet()``: set widgets from code without their observers reacting.
+- Projector mode (``projector_mode()``, read once per explorer from the environment): turned on by the page's
+  address in Voila (``.../explore_thresholds.ipynb?projector``; Voila hands the query string to the kernel as
+  ``QUERY_STRING``) or by ``PRUNELAB_PROJECTOR=1``. Displaying the explorer then also brings a style sheet, scoped
+  to its widgets, that makes every widget text at least ``PROJECTOR_TEXT_PX`` px, and ``figure_renderer`` draws the
+  figure with ``PROJECTOR_PIXEL_RATIO`` device pixels per CSS pixel (sharp on a projector and on HiDPI screens). In
+  every mode the figure is shown at its own size (inches × dpi CSS pixels), never stretched.
+- ``when_idle(fn)``: work that the first picture does not need (e.g. backgrounds for other slider positions), done
+  once the kernel has nothing else to do.
 """
 
 from __future__ import annotations
@@ -17,18 +25,69 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
+import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import parse_qs
 
 import ipywidgets as widgets
+from matplotlib.figure import Figure
 from torch import nn
 
 from ..data import Data, as_image_set
 from ..live_accuracy import LiveAccuracy
+from ..plots import FigureImage, KeyedFigureImage
 
-__all__ = ["Explorer", "MeteredExplorer", "AccuracyMeter"]
+__all__ = ["Explorer", "MeteredExplorer", "AccuracyMeter", "projector_mode"]
+
+PROJECTOR_QUERY = "projector"              # .../voila/render/explore_thresholds.ipynb?projector
+PROJECTOR_VARIABLE = "PRUNELAB_PROJECTOR"  # PRUNELAB_PROJECTOR=1 voila notebooks/explore_thresholds.ipynb
+PROJECTOR_TEXT_PX = 16                     # the smallest widget text in projector mode
+PROJECTOR_PIXEL_RATIO = 2                  # device pixels per CSS pixel of the figure in projector mode
+PROJECTOR_CLASS = "prunelab-projector"     # the CSS class that scopes the projector style sheet
+
+
+def projector_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether explorers are drawn for a projector. The page's query string decides when it names ``projector``
+    (``?projector``, ``?projector=1`` on; ``?projector=0``, ``=off``, ``=false``, ``=no`` off): Voila puts it in
+    the kernel's environment as ``QUERY_STRING``. Otherwise ``PRUNELAB_PROJECTOR`` (``1``, ``true``, ``yes``,
+    ``on``). ``environ``: default ``os.environ``."""
+    environ = os.environ if environ is None else environ
+    query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if PROJECTOR_QUERY in query:
+        return query[PROJECTOR_QUERY][-1].strip().lower() not in {"0", "off", "false", "no"}
+    return environ.get(PROJECTOR_VARIABLE, "").strip().lower() in {"1", "on", "true", "yes"}
+
+
+def projector_css(text_px: int = PROJECTOR_TEXT_PX) -> str:
+    """The projector style sheet, scoped to ``.prunelab-projector``: ipywidgets' own text (labels, readouts,
+    buttons, dropdowns) through its CSS variables, buttons as wide as their text, and the explorers' HTML, whose
+    smaller inline sizes (``font-size:6px`` .. ``15px``) are raised to ``text_px``; larger ones (a headline's
+    figure) stay."""
+    scope = f".{PROJECTOR_CLASS}"
+    small = ", ".join(f'{scope} [style*="font-size:{n}px"], {scope} [style*="font-size: {n}px"]'
+                      for n in range(6, text_px))
+    return (f"{scope} {{--jp-widgets-font-size: {text_px}px; --jp-ui-font-size1: {text_px}px; "
+            f"--jp-content-font-size1: {text_px}px; --jp-code-font-size: {text_px}px; "
+            f"--jp-widgets-inline-height: {2 * text_px}px; font-size: {text_px}px}}\n"
+            f"{scope} .widget-html-content {{font-size: {text_px}px; line-height: 1.35}}\n"
+            f"{scope} .jupyter-button {{width: auto; min-width: var(--jp-widgets-inline-width-short); "
+            f"padding: 0 {text_px // 2}px}}\n"
+            f"{small} {{font-size: {text_px}px !important}}\n")
+
+
+_projector_style: widgets.HTML | None = None
+
+
+def projector_style() -> widgets.HTML:
+    """One hidden widget (shared by every explorer of the kernel) that holds the projector style sheet."""
+    global _projector_style
+    if _projector_style is None:
+        _projector_style = widgets.HTML(f"<style>{projector_css()}</style>",
+                                        layout=widgets.Layout(display="none"))
+    return _projector_style
 
 
 class AccuracyMeter:
@@ -105,8 +164,12 @@ class Explorer:
     """Base class. Subclasses build ``self.view`` and wrap their callbacks with ``self.handler``."""
 
     settle_delay = 0.4   # seconds of rest before the exact (slow) result is computed
+    idle_delay = 2.0     # seconds after the cell before ``when_idle`` work starts (the page draws the widgets first)
 
     def __init__(self) -> None:
+        self.projector = projector_mode()
+        self.pixel_ratio = PROJECTOR_PIXEL_RATIO if self.projector else 1
+        self._projector_view: widgets.Box | None = None
         self.error: BaseException | None = None
         self.error_box = widgets.HTML(layout=widgets.Layout(display="none"))
         self.event_seconds: list[float] = []
@@ -141,7 +204,29 @@ class Explorer:
 
     # ---------------------------------------------------------------- display
     def _repr_mimebundle_(self, **kwargs):
-        return self.view._repr_mimebundle_(**kwargs)
+        return self.display_widget()._repr_mimebundle_(**kwargs)
+
+    def display_widget(self) -> widgets.Widget:
+        """What displaying the explorer shows: ``view``, and in projector mode ``view`` in a box of class
+        ``prunelab-projector`` together with the (hidden) projector style sheet."""
+        if not self.projector:
+            return self.view
+        if self._projector_view is None or self._projector_view.children[1] is not self.view:
+            self._projector_view = widgets.VBox([projector_style(), self.view])
+            self._projector_view.add_class(PROJECTOR_CLASS)
+        return self._projector_view
+
+    def figure_renderer(self, fig: Figure, animated: list | None = None, *, keyed: bool = False) -> FigureImage:
+        """The renderer (``FigureImage``, or ``KeyedFigureImage`` when ``keyed``) of ``fig`` into ``self.image``.
+        The image is shown at the figure's own size, width × dpi CSS pixels (scaled down whole where the page is
+        narrower), and drawn with ``pixel_ratio``
+        device pixels per CSS pixel (2 in projector mode): text and lines keep their size, with twice the
+        detail. Call it before the first drawing: it sets the figure's dpi."""
+        self.image.layout.width = f"{round(fig.get_figwidth() * fig.dpi)}px"
+        self.image.layout.max_width = "100%"         # in a narrower notebook, scaled down whole: never cut
+        self.image.layout.height = "auto"            # the height follows the width: never stretched
+        fig.set_dpi(fig.dpi * self.pixel_ratio)
+        return (KeyedFigureImage if keyed else FigureImage)(fig, animated)
 
     # ---------------------------------------------------------------- callbacks
     def handler(self, fn: Callable) -> Callable:
@@ -186,6 +271,22 @@ class Explorer:
             self.settle()
             return
         self._pending = loop.call_later(self.settle_delay, self.settle)
+
+    def when_idle(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` ``idle_delay`` s after the current cell, once the page has had time to draw the widgets (at
+        once without an event loop). For work the first picture does not need; an error in it is shown in the
+        explorer, and an error already shown stays."""
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 -- shown to the user, not swallowed: see error_box
+                self.show_error(exc)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            run()
+            return
+        loop.call_later(self.idle_delay, run)
 
     def settle(self) -> None:
         """Run the pending exact computation now, if there is one."""

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..one_shot import linear_layers, sparsegpt
-from ..plots import FigureImage, MaskImage
+from ..plots import MaskImage
 from ..pruning import prune
 from ..text import TextSet, generate, perplexity
 from .base import Explorer
@@ -155,7 +155,7 @@ class OneShotExplorer(Explorer):
         for method, ax in self.axes.items():
             ax.set_title(LABELS[method], fontsize=9)
         self.fig.suptitle(f"keep-mask of {self.shown}: first 32 rows × 64 columns, black = kept", fontsize=9)
-        self.renderer = FigureImage(self.fig, [m.image for m in self.mask_images.values()])
+        self.renderer = self.figure_renderer(self.fig, [m.image for m in self.mask_images.values()])
 
     def _corner(self, method: str) -> Tensor:
         model = self.models.get(method)

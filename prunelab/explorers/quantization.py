@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from .. import masks as M
 from ..data import Data, as_image_set
 from ..metrics import file_bytes
-from ..plots import FigureImage, LevelLines
+from ..plots import LevelLines
 from .._helpers import select_layers
 from ..quantization import QuantizedTensor, Scheme, dequantize, qrange, quantize_tensor, quantized_file_bytes
 from ..weight_sharing import Codebook, kmeans_codebook, shared_file_bytes
@@ -133,16 +133,17 @@ class QuantizationExplorer(MeteredExplorer):
         self.data = test_data
 
         style = {"description_width": "initial"}
+        buttons = {**style, "button_width": "auto"}          # as wide as their labels: never cut
         self.bits = widgets.SelectionSlider(options=[(str(b), b) for b in range(1, 9)] + [("32 (float)", FLOAT)],
                                             value=FLOAT, description="bits b", continuous_update=True,
                                             layout=widgets.Layout(width="420px"), style=style)
         self.slider = self.bits
         self.method = widgets.ToggleButtons(options=[("linear r̂ = S(q − Z)", "linear"),
                                                      ("k-means weight sharing", "kmeans")],
-                                            description="method", style=style)
-        self.scheme = widgets.ToggleButtons(options=["affine", "symmetric"], description="scheme", style=style)
+                                            description="method", style=buttons)
+        self.scheme = widgets.ToggleButtons(options=["affine", "symmetric"], description="scheme", style=buttons)
         self.per_channel = widgets.ToggleButtons(options=[("per tensor", False), ("per channel", True)],
-                                                 description="S, Z", style=style)
+                                                 description="one scale S and zero point Z", style=buttons)
         self.layer = widgets.Dropdown(options=list(self.layers), description="layer", style=style)
         self.channel = widgets.IntSlider(value=0, min=0, max=1, description="channel c", style=style,
                                          continuous_update=True)
@@ -152,8 +153,10 @@ class QuantizationExplorer(MeteredExplorer):
         self.observe({**{control: self._on_setting for control in (self.bits, self.method, self.scheme,
                                                                    self.per_channel)},
                       self.layer: self._on_view, self.channel: self._on_view})
+        self.headline = widgets.HTML(layout=widgets.Layout(margin="0 16px"))   # the accuracy, large, by the bits
         self.view = widgets.VBox([
-            widgets.HBox([self.bits, self.reset_button]),
+            widgets.HBox([self.bits, self.headline, self.reset_button],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
             self.method, widgets.HBox([self.scheme, self.per_channel]),
             widgets.HBox([self.layer, self.channel]),
             self.error_box, self.image, self.readout])
@@ -284,7 +287,7 @@ class QuantizationExplorer(MeteredExplorer):
         with matplotlib.rc_context({"font.size": 8}):
             self.fig = Figure(figsize=(9.0, 3.0), dpi=80, layout="constrained")
             self.ax = self.fig.subplots()
-        self.renderer = FigureImage(self.fig)
+        self.renderer = self.figure_renderer(self.fig)
 
     def shown_weights(self) -> Tensor:
         """The weights in the histogram: the layer's W, or W[c] when S, Z are per channel."""
@@ -311,9 +314,10 @@ class QuantizationExplorer(MeteredExplorer):
             self.ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.6, label="weights r")
             self.levels_artist = LevelLines(self.ax, label="levels r̂")
             self.ax.set_xlim(-1.05 * span, 1.05 * span)
-            self.ax.set_ylim(0, 1.08 * max(int(counts.max()), 1))
+            self.ax.set_yscale("log")                # the tails, where the outer levels fall, stay visible
+            self.ax.set_ylim(0.7, 2.0 * max(int(counts.max()), 1))
             self.ax.set_xlabel("weight value")
-            self.ax.set_ylabel("count")
+            self.ax.set_ylabel("count (log)")
             self.ax.legend(loc="upper right", fontsize=8, frameon=False)
             where = f"{name}[{c}] (channel {c})" if self._per_channel_view() else name
             note = f"; {zeros:,} exact zeros not shown" if zeros else ""
@@ -345,8 +349,7 @@ class QuantizationExplorer(MeteredExplorer):
         if r is None:
             head = ("<div><b>float32</b>: the original weights (no quantization). Move the bits slider to "
                     "quantize.</div>")
-            accuracy = (f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{self.baseline:.2%}</b> "
-                        f"(float32, all {self.data.images_label()})</div>")
+            accuracy, change = self.baseline, f"float32, all {self.data.images_label()}"
             size = f"<div>float32 file: {self.float_bytes:,} bytes</div>"
             rows = ""
         else:
@@ -368,15 +371,18 @@ class QuantizationExplorer(MeteredExplorer):
                     "<th align=left>weights</th><th align=left>levels</th><th align=left>RMS error</th>"
                     "<th align=left>max |r − r̂|</th></tr>" + rows + "</table>")
             where = self.meter.where(exact=r.accuracy_is_exact)
-            accuracy = (f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}: <b>{r.accuracy:.2%}</b> "
-                        f"({where}); float32 {self.baseline:.2%}, "
-                        f"change {100 * (r.accuracy - self.baseline):+.2f} points</div>")
+            accuracy = r.accuracy
+            change = f"{100 * (r.accuracy - self.baseline):+.2f} points from float32 ({self.baseline:.2%}); {where}"
             if r.file_bytes is None:
                 size = f"<div>real {s.bits}-bit file: <i>measuring…</i>; float32 file {self.float_bytes:,} bytes</div>"
             else:
                 size = (f"<div>real {s.bits}-bit file: <b>{r.file_bytes:,} bytes</b>, float32 file "
                         f"{self.float_bytes:,} bytes: <b>×{self.float_bytes / r.file_bytes:.1f}</b> smaller</div>")
-        self.readout.value = (head + rows + accuracy + size +
+        self.headline.value = (
+            f"<div class='prunelab-accuracy' style='line-height:1.3'><span style='font-size:14px'>"
+            f"{self.data.accuracy_label()}: </span><span style='font-size:26px;font-weight:bold'>{accuracy:.2%}"
+            f"</span><br><span style='font-size:13px'>{change}</span></div>")
+        self.readout.value = (head + rows + size +
                               "<div>The explorer quantizes its own copy of the model: yours is never changed.</div>")
 
     # ------------------------------------------------------------------ reset

@@ -19,7 +19,6 @@ import ipywidgets as widgets
 import matplotlib
 from matplotlib.figure import Figure
 
-from ..plots import KeyedFigureImage
 from ..schedule_runs import SCHEDULES, find_run, load_schedule_runs
 from .base import Explorer
 
@@ -59,10 +58,13 @@ class ScheduleExplorer(Explorer):
 
         self._build_figure()
         self.observe({self.slider: self._on_slider, **{box: lambda _: self._redraw() for box in self.show.values()}})
-        self.view = widgets.VBox([widgets.HBox([self.slider, *self.show.values()]),
-                                  self.error_box, self.image, self.readout])
-        self._draw_backgrounds()
+        self.headline = widgets.HTML()              # the three final accuracies, large, under the slider
+        self.view = widgets.VBox([widgets.HBox([self.slider, *self.show.values()],
+                                               layout=widgets.Layout(flex_flow="row wrap")),
+                                  self.headline, self.error_box, self.image, self.readout])
         self._redraw()
+        self._undrawn = [s for s in self.final_sparsities if s != s_final]
+        self.when_idle(self._draw_backgrounds)      # the other s_f's after the first picture (0.5 s each)
 
     # ------------------------------------------------------------------ data
     def curves(self, schedule: str, run: dict | None = None) -> tuple[tuple[list, list], tuple[list, list]]:
@@ -114,8 +116,8 @@ class ScheduleExplorer(Explorer):
             self.ax_final.legend(loc="lower left", fontsize=7, frameon=False)
             for ax in (self.ax_sparsity, self.ax_accuracy, self.ax_final):
                 ax.grid(alpha=0.3)
-        self.renderer = KeyedFigureImage(self.fig, [*self.sparsity_lines.values(), *self.accuracy_lines.values(),
-                                               self.target_line, self.final_marker])
+        self.renderer = self.figure_renderer(self.fig, [*self.sparsity_lines.values(), *self.accuracy_lines.values(),
+                                                        self.target_line, self.final_marker], keyed=True)
 
     def _accuracy_limits(self) -> tuple[float, float]:
         """The range of every shown schedule's accuracy over all s_f: the axis stays put while s_f moves."""
@@ -141,16 +143,23 @@ class ScheduleExplorer(Explorer):
         self.renderer.use_background((self.s_final, *(box.value for box in self.show.values())))
 
     def _draw_backgrounds(self) -> None:
-        """Draw the background of every s_f (all schedules shown) now, so that slider moves only blit."""
-        s_final, shown = self.s_final, self.shown
-        for s in self.final_sparsities:
+        """Draw the background of the next s_f in ``_undrawn`` (the schedules shown now; one drawn before is
+        reused), then ask for the one after (``when_idle``: one at a time, so that the kernel answers the page in
+        between). Afterwards a slider move only blits."""
+        while self._undrawn:
+            s = self._undrawn.pop(0)
             try:
-                self.shown = {name: find_run(self.doc, name, s) for name in SCHEDULES}
+                shown = {name: find_run(self.doc, name, s) for name in SCHEDULES}
             except ValueError:
                 continue                   # an incomplete record: that s_f shows its error when chosen
-            self.s_final = s
+            now = self.s_final, self.shown
+            self.s_final, self.shown = s, shown
             self._static_parts()
-        self.s_final, self.shown = s_final, shown
+            self.s_final, self.shown = now
+            self._static_parts()           # the current state's axis range, title and background again
+            if self._undrawn:
+                self.when_idle(self._draw_backgrounds)
+            return
 
     def _redraw(self) -> None:
         for name in SCHEDULES:
@@ -176,15 +185,21 @@ class ScheduleExplorer(Explorer):
                         f"<td>{run['final_sparsity']:.2%}</td><td>{lowest:.2%}</td>"
                         f"<td>{run['final_accuracy']:.2%}</td>"
                         f"<td>{100 * (run['final_accuracy'] - self.baseline):+.2f}</td></tr>")
+        cells = [f"<td style='padding:0 22px 0 0'><span style='font-size:13px'>{html.escape(name)}</span><br>"
+                 f"<span style='font-size:24px;font-weight:{'bold' if name in best else 'normal'}'>"
+                 f"{self.shown[name]['final_accuracy']:.2%}</span><br><span style='font-size:13px'>"
+                 f"{100 * (self.shown[name]['final_accuracy'] - self.baseline):+.2f} points</span></td>"
+                 for name in SCHEDULES]
+        self.headline.value = (
+            f"<div class='prunelab-accuracy'><span style='font-size:14px'>final test accuracy at s_f = "
+            f"{self.s_final:g} (dense {self.baseline:.2%}; {self.test_images}); the best in bold:</span>"
+            f"<table><tr>{''.join(cells)}</tr></table></div>")
         recipe = self.doc["recipe"]
         self.readout.value = (
             "<table style='font-family:monospace;font-size:12px'>"
             "<tr><th align=left>schedule</th><th align=left>prune events</th><th align=left>sparsity</th>"
             "<th align=left>lowest accuracy</th><th align=left>final accuracy</th>"
             "<th align=left>vs dense (points)</th></tr>" + "".join(rows) + "</table>"
-            f"<div class='prunelab-accuracy'>final test accuracy at s_f = {self.s_final:g}: "
-            + ", ".join(f"{n} <b>{self.shown[n]['final_accuracy']:.2%}</b>" for n in SCHEDULES)
-            + f" (dense {self.baseline:.2%}; {self.test_images})</div>"
             f"<div>same budget for all: {self.epochs} epochs of SGD (lr {recipe['lr']}, {recipe['lr_schedule']}, "
             f"weight decay {recipe['weight_decay']}); iterative: {recipe['rounds']} rounds; gradual: Δt = "
             f"{recipe['prune_every']} steps. Precomputed by <code>{html.escape(self.doc['command'])}</code> "

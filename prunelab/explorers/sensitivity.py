@@ -23,7 +23,6 @@ from torch import nn
 
 from .. import masks as M
 from ..data import Data, as_image_set
-from ..plots import FigureImage
 from ..pruning import Criterion
 from ..sensitivity import (DEFAULT_SPARSITIES, Allocation, ScanGranularity, SensitivityCurves,
                            allocate_sparsity, ranked_layers, sensitivity_scan)
@@ -90,9 +89,11 @@ class SensitivityExplorer(MeteredExplorer):
         self._build_figure()
         self.observe({dial: lambda change, name=name: self._on_dial(name, change) for name, dial in self.dials.items()})
         self.fit_button.on_click(self.handler(lambda _: self.fit_budget()))
+        self.headline = widgets.HTML(layout=widgets.Layout(margin="0 0 0 16px"))   # all dials' accuracy, large
+        wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         self.view = widgets.VBox([
-            widgets.HBox(list(self.dials.values()), layout=widgets.Layout(flex_flow="row wrap")),
-            widgets.HBox([self.budget, self.fit_button, self.reset_button]),
+            widgets.HBox([widgets.VBox(list(self.dials.values())), self.headline], layout=wrap),
+            widgets.HBox([self.budget, self.fit_button, self.reset_button], layout=wrap),
             self.error_box, self.image, self.readout])
         self._redraw()
 
@@ -167,7 +168,7 @@ class SensitivityExplorer(MeteredExplorer):
             axes[0].set_ylim(0, 1)
             axes[0].set_ylabel(f"{self.data.accuracy_label()} ({curves.n_images:,} images)")
             axes[0].legend(loc="lower left", fontsize=9, frameon=False)
-        self.renderer = FigureImage(self.fig, [*self.markers.values(), *self.measured_lines.values(),
+        self.renderer = self.figure_renderer(self.fig, [*self.markers.values(), *self.measured_lines.values(),
                                                *self.predicted_lines.values()])
         self.renderer.capture_background()
 
@@ -199,11 +200,13 @@ class SensitivityExplorer(MeteredExplorer):
             "<th align=left>a_L(s) alone</th><th align=left>a_L(s) − a_0 (points)</th></tr>" + "".join(rows) +
             f"<tr><td><b>all</b></td><td></td><td><b>{kept:,} / {total:,}</b> ({kept / total:.1%}, "
             f"{total / max(kept, 1):.1f}× smaller)</td><td></td>"
-            f"<td>Σ {100 * (predicted - curves.baseline):+.2f}</td></tr></table>{fit}"
-            f"<div>sum-of-drops prediction: <b>{predicted:.2%}</b> (dense {self.baseline:.2%})</div>"
-            f"<div class='prunelab-accuracy'>{self.data.accuracy_label()}, all dials together: "
-            f"<b>{self.accuracy:.2%}</b> "
-            f"({where}); measured − predicted {100 * (self.accuracy - predicted):+.2f} points</div>")
+            f"<td>Σ {100 * (predicted - curves.baseline):+.2f}</td></tr></table>{fit}")
+        self.headline.value = (
+            f"<div class='prunelab-accuracy' style='line-height:1.3'>"
+            f"<span style='font-size:14px'>{self.data.accuracy_label()}, all dials together:</span><br>"
+            f"<span style='font-size:26px;font-weight:bold'>{self.accuracy:.2%}</span><br>"
+            f"<span style='font-size:13px'>sum-of-drops prediction <b>{predicted:.2%}</b> (dense {self.baseline:.2%});"
+            f"<br>measured − predicted {100 * (self.accuracy - predicted):+.2f} points; {where}</span></div>")
 
     # ------------------------------------------------------------------ reset
     def reset(self) -> None:

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from .._helpers import in_mode
 from ..data import Data, as_image_set
 from ..distillation import distillation_loss, soft_targets
-from ..plots import FigureImage
 from ..training import model_device
 from .base import Explorer
 
@@ -200,7 +199,7 @@ class TemperatureExplorer(Explorer):
                                             fontsize=13, fontweight="bold", animated=True)
             self.ax_image.axis("off")
         animated = [*self.bars, *(self.student_bars or []), *self.value_labels, self.T_text]
-        self.renderer = FigureImage(self.fig, animated)
+        self.renderer = self.figure_renderer(self.fig, animated)
 
     def _picture(self) -> tuple[np.ndarray, str | None] | None:
         """The image as imshow takes it (array, colour map), or None when it has no picture form."""

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..data import Data, as_image_set
-from ..plots import FigureImage, MaskImage, WeightHistogram
+from ..plots import MaskImage, WeightHistogram
 from .._helpers import select_layers
 from ..pruning import weight_scores
 from ..thresholds import RankedScores, split_by_layer, threshold_from_std
@@ -255,7 +255,7 @@ class ThresholdExplorer(MeteredExplorer):
         self.bins = bins
         self.mask_image = None
         self.histogram = None
-        self.renderer = FigureImage(self.fig)
+        self.renderer = self.figure_renderer(self.fig)
         self._rebuild_layer_panels()
 
     def _rebuild_layer_panels(self) -> None:
