@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .. import masks as M
 from ..data import Data, as_image_set
 from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
-from ..plots import FigureImage, MaskImage
+from ..plots import MaskImage
 from .._helpers import select_layers
 from ..pruning import expand_units, nm_masks, unit_masks_to_parameters, unit_scores, weight_scores
 from ..shrink import shrink, shrinkable_layers
@@ -349,7 +349,7 @@ class GranularityExplorer(Explorer):
         self.axes = dict(zip(GRANULARITIES, axes))
         self.mask_images: dict[str, MaskImage] = {}
         self.titles: dict[str, matplotlib.text.Text] = {}
-        self.renderer = FigureImage(self.fig)
+        self.renderer = self.figure_renderer(self.fig)
         self._rebuild_panels()
 
     def column_stride(self, layer: str | None = None) -> int:
