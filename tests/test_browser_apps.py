@@ -20,6 +20,11 @@ from jupyter_browser import (CHROMIUM, CHROMIUM_MISSING, VOILA_READY_PATH, free_
 
 APPS = ["explore_thresholds", "explore_granularity", "explore_quantization", "explore_sensitivity",
         "explore_schedules"]
+# what the sliders' readouts show once Run All is done: each app's check cell moves the explorer and leaves it as it
+# started (the page must show it so: a value the page's slider rounds differently was once sent back late and
+# overwrote the reset, see prunelab.explorers.base.FloatSlider)
+AFTER_RUN_ALL = {"explore_thresholds": ["0.0%"], "explore_quantization": ["32 (float)"],
+                 "explore_sensitivity": ["0.0%", "0.0%", "0.0%", "10.0%"], "explore_schedules": ["0.9"]}
 SIZES = {"projector": {"width": 1024, "height": 700}, "laptop": {"width": 1400, "height": 900}}
 SCREENSHOTS = os.environ.get("PRUNELAB_SCREENSHOTS")
 
@@ -115,6 +120,10 @@ def test_in_jupyterlab_at_projector_and_laptop_size_what_matters_is_in_view(brow
         expect(root.locator("img.widget-image").first).not_to_have_js_property("naturalWidth", 0, timeout=180_000)
         page.wait_for_function("""() => document.querySelector(".jp-Notebook-ExecutionIndicator")
                                          ?.dataset.status === "idle" """, timeout=180_000)
+        if app in AFTER_RUN_ALL:
+            page.wait_for_timeout(1000)                     # time for a late answer from the page, if any
+            readouts = root.locator(".widget-slider .widget-readout").all_inner_texts()
+            assert readouts[:len(AFTER_RUN_ALL[app])] == AFTER_RUN_ALL[app]
         for name, size in SIZES.items():
             page.set_viewport_size(size)
             page.wait_for_timeout(500)

@@ -10,7 +10,7 @@ from torch import nn
 
 import prunelab as pl
 from prunelab.explorers import ThresholdExplorer
-from prunelab.explorers.base import projector_css, projector_mode
+from prunelab.explorers.base import FloatSlider, page_value, projector_css, projector_mode
 from prunelab.thresholds import RankedScores
 from prunelab.live_accuracy import LiveAccuracy
 from prunelab.thresholds import mask_for_sparsity
@@ -257,3 +257,24 @@ def test_projector_mode_wraps_the_view_with_its_style_and_draws_the_figure_with_
     w_plain, w_projected = (int.from_bytes(e.image.value[16:20], "big") for e in (plain, projected))   # PNG IHDR width
     assert w_projected == 2 * w_plain
     pl.masks.reset(model)
+
+
+# ---------------------------------------------------------------------------------------------------- sliders
+def test_page_value_follows_the_pages_slider_arithmetic():
+    # noUiSlider works in percent of the range: 0.88 on [0, 0.99] is 88.88...%, 88 steps of 1.0101...%, and back
+    assert page_value(0.88, 0.0, 0.99, 0.01) == 88 * (100 * 0.01 / 0.99) * 0.99 / 100 == 0.8800000000000001
+    assert page_value(0.88, 0.0, 1.0, 0.01) == 0.88 and page_value(0.9034, 0.0, 1.0, 0.01) == 0.9
+    assert page_value(0.99, 0.0, 0.99, 0.01) == 0.99 and page_value(-1.0, 0.0, 0.99, 0.01) == 0.0
+    assert page_value(0.0149, 0.0, 1.0, 0.01) == 0.01 and page_value(0.015, 0.0, 1.0, 0.01) == 0.02   # half up
+
+
+def test_a_float_slider_sends_what_the_page_shows_and_keeps_what_the_code_set():
+    slider = FloatSlider(min=0.0, max=0.99, step=0.01)
+    slider.value = 0.88
+    assert slider.value == 0.88 and slider.get_state("value") == {"value": 0.8800000000000001}
+    slider.value = 0.9034                                 # off the grid: the page shows 0.90, the code keeps 0.9034
+    assert slider.value == 0.9034 and slider.get_state("value") == {"value": 0.9000000000000001}
+    slider.set_state({"value": 0.4700000000000001})       # a move on the page: back on the kernel's grid
+    assert slider.value == 0.47
+    slider.value = 5.0
+    assert slider.value == 0.99                           # still clamped to [min, max]

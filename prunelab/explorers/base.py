@@ -16,6 +16,8 @@
   to its widgets, that makes every widget text at least ``PROJECTOR_TEXT_PX`` px, and ``figure_renderer`` draws the
   figure with ``PROJECTOR_PIXEL_RATIO`` device pixels per CSS pixel (sharp on a projector and on HiDPI screens). In
   every mode the figure is shown at its own size (inches × dpi CSS pixels), never stretched.
+- ``FloatSlider``: ipywidgets' FloatSlider whose value is always one the page's slider shows exactly, so that the
+  page never sends back a value the kernel did not set (see ``page_value``).
 - ``when_idle(fn)``: work that the first picture does not need (e.g. backgrounds for other slider positions), done
   once the kernel has nothing else to do.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
+import math
 import os
 import time
 import traceback
@@ -35,12 +38,13 @@ from urllib.parse import parse_qs
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 from torch import nn
+from traitlets import CFloat
 
 from ..data import Data, as_image_set
 from ..live_accuracy import LiveAccuracy
 from ..plots import FigureImage, KeyedFigureImage
 
-__all__ = ["Explorer", "MeteredExplorer", "AccuracyMeter", "projector_mode"]
+__all__ = ["Explorer", "MeteredExplorer", "AccuracyMeter", "FloatSlider", "page_value", "projector_mode"]
 
 PROJECTOR_QUERY = "projector"              # .../voila/render/explore_thresholds.ipynb?projector
 PROJECTOR_VARIABLE = "PRUNELAB_PROJECTOR"  # PRUNELAB_PROJECTOR=1 voila notebooks/explore_thresholds.ipynb
@@ -79,6 +83,53 @@ def projector_css(text_px: int = PROJECTOR_TEXT_PX) -> str:
 
 
 _projector_style: widgets.HTML | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- sliders
+def page_value(value: float, low: float, high: float, step: float) -> float:
+    """The value the page's slider (noUiSlider 15 in ipywidgets 8) makes of ``value`` on [low, high] with ``step``:
+    its position p = 100 (v − low) / (high − low) in percent, rounded to a multiple of the step in percent,
+    100 step / (high − low), clamped to [0, 100] and turned back into p (high − low) / 100 + low, in the same
+    order of float operations as its JavaScript (doubles on both sides), with JavaScript's Math.round."""
+    span = high - low
+    if value >= high:
+        p = 100.0
+    else:
+        p = 100 * (value + abs(low) if low < 0 else value - low) / span / (100 / (100 - 0))
+        step_pct = 100 * step / span / (100 / (100 - 0))
+        p = 0 + math.floor((p - 0) / step_pct + 0.5) * step_pct
+    p = max(min(p, 100.0), 0.0)
+    if p >= 100:
+        return float(high)
+    return (p - 0) * (100 / (100 - 0)) * span / 100 + low
+
+
+def _on_a_grid(slider: widgets.FloatSlider, value) -> bool:
+    return bool(slider.step) and slider.max > slider.min and isinstance(value, float) and math.isfinite(value)
+
+
+def _to_page(value: float, slider: widgets.FloatSlider):
+    """The value as sent to the page: already the one its slider will show (``page_value``)."""
+    return page_value(value, slider.min, slider.max, slider.step) if _on_a_grid(slider, value) else value
+
+
+def _from_page(value: float, slider: widgets.FloatSlider):
+    """A value from the page, back on the kernel's grid: 0.8800000000000001 is 0.88 (the step's decimals)."""
+    if not _on_a_grid(slider, value):
+        return value
+    decimals = f"{slider.step:.12g}".partition(".")[2]
+    return round(value, len(decimals)) if "e" not in decimals else value
+
+
+class FloatSlider(widgets.FloatSlider):
+    """ipywidgets' FloatSlider that sends the page each value as the page's slider will show it (``page_value``)
+    and reads the page's values back on its own grid (0.8800000000000001 is 0.88), so that ``value`` stays what the
+    code set (0.88, or an allocation's 0.9034) and the page never answers with a value of its own. With the plain
+    widget the page sends back every value it rounds differently (0.88 on a slider up to 0.99 becomes
+    0.8800000000000001); when the code has set other values since (a check cell that moves a slider and then
+    resets it), that late answer arrives after them and puts the explorer back where the code had left it."""
+
+    value = CFloat(0.0, help="Float value").tag(sync=True, to_json=_to_page, from_json=_from_page)
 
 
 def projector_style() -> widgets.HTML:

@@ -26,7 +26,7 @@ from ..data import Data, as_image_set
 from ..pruning import Criterion
 from ..sensitivity import (DEFAULT_SPARSITIES, Allocation, ScanGranularity, SensitivityCurves,
                            allocate_sparsity, ranked_layers, sensitivity_scan)
-from .base import AccuracyMeter, MeteredExplorer
+from .base import AccuracyMeter, FloatSlider, MeteredExplorer
 
 __all__ = ["SensitivityExplorer"]
 
@@ -75,11 +75,11 @@ class SensitivityExplorer(MeteredExplorer):
 
         style = {"description_width": "initial"}
         s_max = curves.sparsities[-1]
-        self.dials = {name: widgets.FloatSlider(value=0.0, min=0.0, max=s_max, step=0.01, description=name,
+        self.dials = {name: FloatSlider(value=0.0, min=0.0, max=s_max, step=0.01, description=name,
                                                 readout_format=".1%", continuous_update=True, style=style,
                                                 layout=widgets.Layout(width="320px"))
                       for name in curves.layers}
-        self.budget = widgets.FloatSlider(value=budget, min=0.001, max=1.0, step=0.001,
+        self.budget = FloatSlider(value=budget, min=0.001, max=1.0, step=0.001,
                                           description="fraction of weights to keep", readout_format=".1%",
                                           style=style, layout=widgets.Layout(width="420px"))
         self.fit_button = widgets.Button(description="fit budget", icon="magic",

@@ -31,7 +31,7 @@ from ..plots import MaskImage, WeightHistogram
 from .._helpers import select_layers
 from ..pruning import weight_scores
 from ..thresholds import RankedScores, split_by_layer, threshold_from_std
-from .base import AccuracyMeter, MeteredExplorer
+from .base import AccuracyMeter, FloatSlider, MeteredExplorer
 
 __all__ = ["ThresholdExplorer"]
 
@@ -92,7 +92,7 @@ class ThresholdExplorer(MeteredExplorer):
                                           tooltips=["v_thr removes exactly the fraction s of the weights",
                                                     "v_thr is the slider value, in the score's units",
                                                     "v_thr = q · σ(W), Han et al."])
-        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description=SLIDER["sparsity"],
+        self.slider = FloatSlider(value=0.0, min=0.0, max=0.99, step=0.01, description=SLIDER["sparsity"],
                                           readout_format=".1%", continuous_update=True,
                                           layout=widgets.Layout(width="440px"), style=style)
         self.zoom = widgets.Checkbox(value=False, description="zoom: the mask's first 32 × 64 weights",
