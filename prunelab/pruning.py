@@ -36,7 +36,7 @@ from .scores import CALIBRATION_EXAMPLE
 from .scores import gradient_magnitude, loss_gradients, magnitude, random_scores, taylor, taylor_batches, unit_norm
 from .thresholds import check_sparsity, mask_for_sparsity, mask_from_threshold, split_by_layer, threshold_from_std
 
-__all__ = ["Granularity", "Criterion", "Scope", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
+__all__ = ["Granularity", "Criterion", "Scope", "UNIT_CRITERIA", "weight_scores", "unit_scores", "layer_masks_for_sparsity",
            "keep_per_row", "nm_masks", "unit_layers", "expand_units", "attention_layers", "head_scores",
            "head_criterion_scores",
            "head_masks_to_parameters", "unit_masks_to_parameters", "quality_masks", "prune", "following_batchnorm",
@@ -46,8 +46,8 @@ Granularity = Literal["weight", "n:m", "neuron", "channel", "head"]
 Criterion = Literal["magnitude", "l1", "l2", "gradient", "taylor", "taylor_batches", "random", "wanda",
                     "mean_activation", "max_activation", "apoz", "loss_change", "gradient_change", "head_importance"]
 Scope = Literal["layer", "global", "row"]
-_DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change", "taylor_batches", "gradient_change")
-_UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *_DATA_UNIT_CRITERIA)
+DATA_UNIT_CRITERIA = ("mean_activation", "max_activation", "apoz", "loss_change", "taylor_batches", "gradient_change")
+UNIT_CRITERIA = ("l1", "l2", "magnitude", "gradient", "taylor", "random", *DATA_UNIT_CRITERIA)
 _HEAD_CRITERIA = ("magnitude", "l1", "random", "head_importance")
 
 
@@ -108,14 +108,14 @@ def unit_scores(model: nn.Module, layers: dict[str, nn.Module], criterion: Crite
     first ``n_images`` of ``data``: mean or max activation, 1 − APoZ, the measured loss change ΔL_j,
     ``"taylor_batches"``: (1/B) Σ_b |T_j(b)| over batches of ``batch_size`` images (1 = per example;
     ``data_criteria.unit_taylor_batches``), or ``"gradient_change"``: ΔG_j (``data_criteria.gradient_change``)."""
-    _check_choice(criterion, _UNIT_CRITERIA, "criterion for neurons/channels")
+    _check_choice(criterion, UNIT_CRITERIA, "criterion for neurons/channels")
     if criterion in ("l1", "l2"):
         p = 1 if criterion == "l1" else 2
         return {name: unit_norm(M.original(model, f"{name}.weight").detach(), p) for name in layers}
     if criterion == "random":
         return {name: random_scores((layer.weight.shape[0],), seed=seed + i)
                 for i, (name, layer) in enumerate(layers.items())}
-    if criterion in _DATA_UNIT_CRITERIA:
+    if criterion in DATA_UNIT_CRITERIA:
         return _data_unit_scores(model, layers, criterion, data, n_images, batch_size)
     per_weight = weight_scores(model, layers, criterion, data, seed)
     return {name: s.flatten(1).sum(1) for name, s in per_weight.items()}
