@@ -3,6 +3,7 @@ evaluate on fresh copies of the model (known answers)."""
 
 import asyncio
 import random
+import re
 
 import pytest
 import torch
@@ -85,10 +86,13 @@ def test_the_slider_prunes_each_copy_as_prune_does(explorer, small_test):
     assert (explorer.mask_images["n:m"].image.get_array() == mask_view(explorer.masks["n:m"]["fc1"])[:16, :48]).all()
     explorer.zoom.value = False
     assert "N:M = 1:4" in explorer.titles["n:m"].get_text() and "240 of 300" in explorer.titles["unit"].get_text()
-    text = explorer.readout.value
-    assert "N:M = 1:4" in text and "80.0%" in text and "75.0%" in text
-    assert all(f"{explorer.accuracy[g]:.2%}" in text for g in expected)
-    assert text.count("prunelab-accuracy") == 3 and "copy" in text
+    text = explorer.readout.value                            # the table: sparsity reached, what goes
+    assert "N:M 1:4" in text and "80.0%" in text and "75.0%" in text and "fc1 240/300, fc2 80/100" in text
+    assert "keep 1 of every 4" in text and "copy" in text
+    headline = explorer.headline.value                      # the three accuracies, by the slider
+    assert headline.count("prunelab-accuracy") == 1 and "at s = 80%" in headline and "N:M 1:4" in headline
+    assert all(f"{explorer.accuracy[g]:.2%}" in headline for g in expected)
+    assert all(f"{100 * (explorer.accuracy[g] - explorer.baseline):+.2f} points" in headline for g in expected)
     assert explorer.accuracy["weight"] > explorer.accuracy["unit"]          # whole neurons hurt more
     assert same(snapshot(model), before, ordered=True)
 
@@ -100,7 +104,7 @@ def test_m_sets_the_groups_and_layers_that_do_not_split_stay_dense(explorer):
     assert explorer.nm_dense_layers() == ["fc2"]                             # 300 inputs: not a multiple of 8
     assert explorer.masks["n:m"]["fc2"].all()
     assert (explorer.masks["n:m"]["fc1"].view(300, -1, 8).sum(-1) == 2).all()
-    assert "dense: fc2" in explorer.readout.value
+    assert "keep 2 of every 8; fc2 dense" in explorer.readout.value
     explorer.zoom.value = True                                               # the corner, with the groups marked
     assert explorer.mask_images["n:m"].image.get_array().shape == explorer.zoom_shape
     assert len(explorer.axes["n:m"].lines) == explorer.zoom_shape[1] // 8 - 1
@@ -148,6 +152,7 @@ def test_a_model_with_conv_and_linear_layers_prunes_channels_and_neurons_and_tim
     low, high = r.speedup_range                             # the spread of the runs, not one timing
     assert low <= r.speedup <= high and r.small.describe() in explorer.readout.value
     assert f"p10–p90 {r.small.p10_ms:.2f}–{r.small.p90_ms:.2f} ms" in explorer.readout.value
+    assert f"<b>×{r.speedup:.2f}</b> (×{low:.2f}–×{high:.2f})" in explorer.readout.value
 
 
 def test_latency_is_measured_once_the_slider_rests_and_cached(tiny_test):
@@ -180,15 +185,15 @@ def test_a_slow_model_shows_estimates_then_exact_accuracy(small_test):
 
     async def drag():
         explorer.slider.value = 0.9
-        shown = (dict(explorer.accuracy_is_exact), explorer.readout.value)
+        shown = (dict(explorer.accuracy_is_exact), explorer.headline.value)
         await asyncio.sleep(0.3)
         return shown
 
     exact_then, text = asyncio.run(drag())
-    assert not any(exact_then.values()) and "estimate on 300 test images" in text
+    assert not any(exact_then.values()) and "estimate on 300 test images" in text and text.count("≈") == 3
     for g, model in explorer.models.items():
         assert explorer.accuracy_is_exact[g] and explorer.accuracy[g] == pl.evaluate(model, small_test).accuracy
-    assert "on all 2,000 test images" in explorer.readout.value
+    assert "on all 2,000 test images" in explorer.headline.value and "≈" not in explorer.headline.value
 
 
 def test_a_failure_is_shown_and_the_rest_still_updates(small_test, monkeypatch):
@@ -259,3 +264,75 @@ def test_any_sequence_of_moves_then_reset_restores_every_copy_exactly(tiny_test)
 def test_a_model_with_no_independently_shrinkable_layer_says_so_and_what_to_use():
     with pytest.raises(ValueError, match=r"TinyViT has none.*opaque.*ThresholdExplorer.*shrink_groups"):
         GranularityExplorer(pl.build_model("vit_tiny"), pl.load_fashion_mnist("test").subset(64))
+
+
+def test_the_headline_is_the_largest_text_next_to_the_slider(explorer):
+    row = next(box for box in explorer.view.children if explorer.slider in getattr(box, "children", ()))
+    assert explorer.headline in row.children                  # beside the slider (below it where the row wraps)
+    def sizes(text):
+        return [int(px) for px in re.findall(r"font-size:\s*(\d+)px", text)]
+
+    assert max(sizes(explorer.headline.value)) == 24 > max(sizes(explorer.readout.value))
+    assert explorer.slider.description == "sparsity s (fraction pruned)" and explorer.slider.readout_format == ".0%"
+    explorer.slider.value = 0.5
+    big = re.findall(r"font-size:24px;font-weight:bold'>([^<]+)<", explorer.headline.value)
+    assert big == [f"{explorer.accuracy[g]:.2%}" for g in ("weight", "unit", "n:m")]
+    assert "N:M 2:4" in explorer.headline.value and "on all 2,000 test images" in explorer.headline.value
+
+
+def test_the_first_picture_says_to_move_the_slider_once(explorer):
+    def notes():
+        return [t for ax in explorer.fig.axes for t in ax.texts if "nothing pruned yet" in t.get_text()]
+
+    assert len(notes()) == 1 and notes()[0] is explorer.nothing_pruned_note
+    assert explorer.nothing_pruned_note.get_visible() and explorer.nothing_pruned_note in explorer.renderer.animated
+    explorer.slider.value = 0.01                              # k = round(0.01 n) weights and 3 neurons of fc1 go
+    assert not explorer.nothing_pruned_note.get_visible()
+    explorer.zoom.value = True                                # the panels rebuilt: still one note, still hidden
+    assert len(notes()) == 1 and not explorer.nothing_pruned_note.get_visible()
+    explorer.reset()
+    assert explorer.nothing_pruned_note.get_visible() and explorer.error is None
+
+
+def test_the_copies_share_the_images_path_and_every_figure_is_what_evaluate_says(small_test):
+    explorer = GranularityExplorer(pl.load_pretrained("lenet300"), small_test, exact_budget=float("inf"),
+                                   latency_repeats=0)
+    live = {g: meter.exact for g, meter in explorer.meters.items()}
+    paths = set()
+    for s in [0.1, 0.11, 0.12, 0.13, 0.5, 0.51, 0.52, 0.8, 0.79, 0.3]:     # small steps (y₀ + x ΔWᵀ) and jumps
+        explorer.slider.value = s
+        paths |= {(g, a.path) for g, a in live.items()}
+        for g, copy in explorer.models.items():
+            assert explorer.accuracy[g] == pl.evaluate(copy, small_test).accuracy, (s, g)
+    assert {g for g, path in paths if path.startswith("fc1 updated by ΔW")} == {"weight", "unit"}
+    assert not any("ΔW" in path for g, path in paths if g == "n:m")
+    # fc1's input xᵀ [784, n] is kept once for the three copies; nothing before fc1 is kept (the images are)
+    x_t = [[t.data_ptr() for t in a._cuts[a.layer_node("fc1")].x_t] for a in (live["weight"], live["unit"])]
+    assert x_t[0] == x_t[1] and len(x_t[0]) == len(live["weight"]._cuts[live["weight"].layer_node("fc1")].values)
+    assert all(at.name == "fc1" for a in live.values() for at in a._cuts)
+    assert live["n:m"]._cuts == {}                           # N:M changes by 1/m of the weights: nothing worth keeping
+    if explorer.meters["weight"].estimate is not None:
+        assert all(m.estimate.data is explorer.meters["weight"].estimate.data for m in explorer.meters.values())
+
+
+def test_live_accuracy_shares_only_with_a_copy_of_the_same_model_on_the_same_data(small_test):
+    from prunelab.live_accuracy import LiveAccuracy
+
+    model = pl.load_pretrained("lenet300")
+    first = LiveAccuracy(model, small_test)
+    LiveAccuracy(M.copy_model(model), small_test, like=first)
+    with pytest.raises(ValueError, match="same model.*same data"):
+        LiveAccuracy(pl.load_pretrained("lenet5"), small_test, like=first)
+    with pytest.raises(ValueError, match="same model.*same data"):
+        LiveAccuracy(M.copy_model(model), small_test.subset(100), like=first)
+
+
+def test_the_default_estimate_is_capped_for_memory(small_test, monkeypatch):
+    monkeypatch.setattr(GranularityExplorer, "max_estimate_images", 150)      # the meter alone would take 200
+    explorer = GranularityExplorer(pl.load_pretrained("lenet300"), small_test, exact_budget=1e-4, latency_repeats=0)
+    assert not explorer.meters["weight"].exact_while_moving
+    assert {(len(m.estimate.data), m.n_estimate) for m in explorer.meters.values()} == {(150, 150)}
+    explorer.slider.value = 0.6                              # no event loop: the exact figures at once
+    assert explorer.error is None and all(explorer.accuracy_is_exact.values())
+    for g, copy in explorer.models.items():
+        assert explorer.accuracy[g] == pl.evaluate(copy, small_test).accuracy

@@ -151,17 +151,21 @@ class AccuracyMeter:
     measures the exact figure. Both run from the first layer that changed (``LiveAccuracy``).
 
     ``baseline``: the accuracy before any event; ``value`` and ``is_exact``: the latest figure;
-    ``seconds_per_image``: one image's share of a whole pass. A meter for another copy of the same model can share
-    the first one's timing decision (``like``).
+    ``seconds_per_image``: one image's share of a whole pass. A meter for another copy of the same model (a masked
+    copy, ``prunelab.masks.copy_model``) on the same data shares the first one's (``like``): its timing decision,
+    its estimate images and what the copies compute before their first weights (``LiveAccuracy(like=)``).
+    ``keep=False``: this meter keeps no layer output and reruns its model from the images after every change (for
+    masks that change many weights at once, where updating a kept output never pays).
     """
 
     MIN_ESTIMATE_IMAGES = 200   # fewer would make the estimate's spread larger than the changes it should show
 
     def __init__(self, model: nn.Module, data: Data, *, exact_budget: float = 0.1, estimate_images: int | None = None,
-                 passes: int = 1, like: AccuracyMeter | None = None):
-        data = as_image_set(data, "The accuracy readout")
+                 passes: int = 1, like: AccuracyMeter | None = None, keep: bool = True):
+        data = like.data if like is not None else as_image_set(data, "The accuracy readout")
         self.data = data
-        self.exact = LiveAccuracy(model, data)
+        budget = {} if keep else {"max_cache_bytes": 0}
+        self.exact = LiveAccuracy(model, data, like=like.exact if like is not None else None, **budget)
         if like is None:
             self.baseline = self.exact.accuracy()      # the first pass also normalises the images: time another
             if self.exact.seconds < 10 * exact_budget:
@@ -178,8 +182,12 @@ class AccuracyMeter:
         elif estimate_images is None:
             estimate_images = len(data)
         self.n_estimate = min(estimate_images, len(data))
-        self.estimate = (None if self.exact_while_moving
-                         else LiveAccuracy(model, data.subset(self.n_estimate, seed=0)))
+        if self.exact_while_moving:
+            self.estimate = None
+        elif like is not None and like.estimate is not None and like.n_estimate == self.n_estimate:
+            self.estimate = LiveAccuracy(model, like.estimate.data, like=like.estimate, **budget)  # one subset
+        else:
+            self.estimate = LiveAccuracy(model, data.subset(self.n_estimate, seed=0), **budget)
         self.value, self.is_exact = self.baseline, True
         self._changed_since_exact: list[str] | None = []
 

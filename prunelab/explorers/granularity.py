@@ -1,6 +1,8 @@
 """The granularity explorer: at one sparsity s, prune whole weights, whole units or n of every m weights, and
-see the three side by side: the mask of a chosen layer, the sparsity really reached, the test accuracy, and
-for units the CPU latency of the physically smaller model.
+see the three side by side: their test accuracies (the headline, next to the slider, with the change from dense),
+the masks of a chosen layer (at s = 0 the picture says to move the slider), and in a compact table the sparsity
+really reached, what goes and, for units, the CPU speed-up of the physically smaller model (details in each
+cell's tooltip and a line under the table).
 
 In every pruned layer, with scores from the original weights (as ``prunelab.prune`` computes them):
 
@@ -17,11 +19,15 @@ In every pruned layer, with scores from the original weights (as ``prunelab.prun
 The same layers are pruned at all three granularities: by default those whose units ``shrink`` can remove
 (every Linear and Conv2d but the classifier, in the kit's models). Each granularity masks its own copy of the
 model (``prunelab.masks.copy_model``): the model you pass is never changed, and ``reset()`` returns every copy
-to the original weights bit for bit.
+to the original weights bit for bit. Memory: the copies differ only in masks, so what they compute before their
+first weights (fc1's input xᵀ) is kept once for the three (``LiveAccuracy(like=)``), N:M keeps no layer output (its
+masks never change by a small ΔW), and the memory an event freed is given back to the system once the slider rests.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import html
 import math
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..data import Data, as_image_set
+from ..live_accuracy import LiveAccuracy
 from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
 from ..plots import MaskImage
 from .._helpers import select_layers
@@ -41,7 +48,7 @@ from ..pruning import expand_units, nm_masks, unit_masks_to_parameters, unit_sco
 from ..shrink import shrink, shrinkable_layers
 from ..thresholds import RankedScores
 from ..training import model_device
-from .base import AccuracyMeter, Explorer
+from .base import AccuracyMeter, Explorer, FloatSlider
 
 __all__ = ["GRANULARITIES", "GranularityExplorer", "ShrinkLatency", "nm_for_sparsity"]
 
@@ -52,6 +59,24 @@ def nm_for_sparsity(s: float, m: int) -> int:
     """The n of N:M closest to keeping (1 − s)·m of every m weights: ⌊(1 − s)·m + ½⌋, clamped to 1..m
     (n = m: nothing pruned; n = 1 is the sparsest N:M, 1 − 1/m)."""
     return min(max(math.floor((1 - s) * m + 0.5), 1), m)
+
+
+def give_back_freed_memory() -> None:
+    """Ask the C allocator to return the heap memory that is free now to the system (glibc's ``malloc_trim``; does
+    nothing where there is none, e.g. macOS). glibc otherwise keeps freed memory for reuse, up to twice its mmap
+    threshold, which grows to 32 MB: the layer outputs one slider move replaces stay in the kernel's private
+    memory (measured: 60-70 MB of a learner's session with this explorer, on top of what it really holds)."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -81,7 +106,8 @@ class GranularityExplorer(Explorer):
 
     - ``test_data``: where accuracy is measured: all of it, every event, when the granularities' passes take
       ≤ ``exact_budget`` seconds together; otherwise an estimate on ``estimate_images`` images (default: as many
-      as fit in that time) while the slider moves and the exact figures once it rests, each labelled as such.
+      as fit in that time, at most ``max_estimate_images``) while the slider moves and the exact figures once it
+      rests, each labelled as such.
     - ``layers``: the layers to prune (default: every layer whose units ``shrink`` can remove).
     - ``m_options``: the M of N:M to choose from. ``latency_batch`` test images are the fixed batch timed by
       ``metrics.measure_latency`` with ``latency_repeats`` runs (0: no latency measurement).
@@ -93,6 +119,9 @@ class GranularityExplorer(Explorer):
     """
 
     max_columns = 256   # the overview shows at most about this many columns of a mask (the panel's width)
+    # the default estimate's images at most (±0.7 points at 90%): each keeps its layer outputs, for three copies;
+    # on a fast CPU "as many as fit in the time" can be nearly all of them, a second copy of the test set's path
+    max_estimate_images = 2000
 
     def __init__(self, model: nn.Module, test_data: Data, *, layers: list[str] | None = None,
                  m_options: tuple[int, ...] = (4, 8), exact_budget: float = 0.03, estimate_images: int | None = None,
@@ -150,31 +179,41 @@ class GranularityExplorer(Explorer):
         # the copies are alike: the first meter's passes give the baseline and decide exact-or-estimate for all
         first = AccuracyMeter(self.models["weight"], test_data, exact_budget=exact_budget,
                               estimate_images=estimate_images, passes=len(GRANULARITIES))
-        self.meters = {g: first if g == "weight" else AccuracyMeter(self.models[g], test_data, like=first,
-                                                                     estimate_images=estimate_images)
-                       for g in GRANULARITIES}
+        if estimate_images is None and first.estimate is not None and first.n_estimate > self.max_estimate_images:
+            first.n_estimate = self.max_estimate_images
+            first.estimate = LiveAccuracy(self.models["weight"], test_data.subset(first.n_estimate, seed=0))
+        # one estimate subset and fc1's input kept once for the three copies; N:M keeps no layer output: its masks
+        # change 1/m of the weights at once when n moves, never the small ΔW a kept output is updated by
+        self.meters = {"weight": first, "unit": AccuracyMeter(self.models["unit"], first.data, like=first),
+                       "n:m": AccuracyMeter(self.models["n:m"], first.data, like=first, keep=False)}
         self._latency_x = test_data.normalized(model_device(model))[:latency_batch]
         self._latency_cache: dict[tuple[int, ...], ShrinkLatency] = {}
         self.latency: ShrinkLatency | None = None
         self.latency_error: str | None = None
 
         style = {"description_width": "initial"}
-        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=self.max_sparsity, step=0.01, description="s",
-                                          readout_format=".2f", continuous_update=True,
-                                          layout=widgets.Layout(width="420px"), style=style)
+        compact = {"description_width": "initial", "button_width": "auto"}
+        self.slider = FloatSlider(value=0.0, min=0.0, max=self.max_sparsity, step=0.01,
+                                  description="sparsity s (fraction pruned)", readout_format=".0%",
+                                  continuous_update=True, layout=widgets.Layout(width="440px"), style=style)
+        self.headline = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px"))   # the three accuracies, large
         self.m = widgets.ToggleButtons(options=[(f"m = {m}", m) for m in m_options], description="N:M with",
-                                       style=style)
-        self.layer = widgets.Dropdown(options=list(self.layers), description="mask of", style=style)
-        self.zoom = widgets.Checkbox(value=False, description=f"zoom: first {zoom[0]} × {zoom[1]} weights",
-                                     indent=False)
+                                       style=compact, tooltips=[f"n of every {m} consecutive weights of a row stay"
+                                                                for m in m_options])
+        self.layer = widgets.Dropdown(options=list(self.layers), description="mask of", style=style,
+                                      layout=widgets.Layout(width="max-content", min_width="140px"))
+        self.zoom = widgets.Checkbox(value=False, description=f"zoom: first {zoom[0]} × {zoom[1]}",
+                                     indent=False, layout=widgets.Layout(width="auto"))
         self.reset_button = self.make_reset_button("every copy back to the original weights, bit for bit")
+        self.reset_button.layout.width = "auto"
 
         self._build_figure()
         self.observe({self.slider: self._on_slider, self.m: self._on_m, self.layer: self._on_view,
                       self.zoom: self._on_view})
+        wrap = widgets.Layout(flex_flow="row wrap", align_items="center")
         self.view = widgets.VBox([
-            widgets.HBox([self.slider, self.m, self.reset_button]),
-            widgets.HBox([self.layer, self.zoom]),
+            widgets.HBox([self.slider, self.headline], layout=wrap),
+            widgets.HBox([self.m, self.layer, self.zoom, self.reset_button], layout=wrap),
             self.error_box, self.image, self.readout])
         self.update({})
 
@@ -328,6 +367,7 @@ class GranularityExplorer(Explorer):
                 raise
             self._latency_cache[self._unit_key()] = self.latency
             self._redraw_readout()
+        give_back_freed_memory()
 
     def shrunk_model(self) -> nn.Module:
         """The unit-pruned copy with its removed units deleted for real (``shrink``): a new, smaller model."""
@@ -343,8 +383,11 @@ class GranularityExplorer(Explorer):
 
     # ------------------------------------------------------------------ drawing
     def _build_figure(self) -> None:
-        with matplotlib.rc_context({"font.size": 8}):
-            self.fig = Figure(figsize=(10.5, 3.0), dpi=80, layout="constrained")
+        # 592 x 200 px, drawn as shown (a notebook column at 1024 px with the file browser open); on a projector
+        # (Voila's whole width) 1.35 times larger, text too
+        self.font_scale = 1.35 if self.projector else 1.0
+        with matplotlib.rc_context({"font.size": 8 * self.font_scale}):
+            self.fig = Figure(figsize=(7.4 * self.font_scale, 2.5 * self.font_scale), dpi=80, layout="constrained")
             axes = self.fig.subplots(1, 3)
         self.axes = dict(zip(GRANULARITIES, axes))
         self.mask_images: dict[str, MaskImage] = {}
@@ -368,7 +411,8 @@ class GranularityExplorer(Explorer):
     def _rebuild_panels(self) -> None:
         name = self.layer.value
         shape = " × ".join(map(str, (self._shapes[name][0], self._row_length(name))))
-        with matplotlib.rc_context({"font.size": 8}):
+        size = 9 * self.font_scale                      # titles; ticks and labels 8 (rc_context)
+        with matplotlib.rc_context({"font.size": 8 * self.font_scale}):
             for i, (g, ax) in enumerate(self.axes.items()):
                 ax.clear()
                 view = self._view(self.masks[g][name])
@@ -376,7 +420,7 @@ class GranularityExplorer(Explorer):
                 if self.column_stride() > 1:            # x in columns of W, though every stride-th is drawn
                     self.mask_images[g].image.set_extent(
                         (-0.5, view.shape[1] * self.column_stride() - 0.5, view.shape[0] - 0.5, -0.5))
-                self.titles[g] = ax.set_title(" ", fontsize=9)
+                self.titles[g] = ax.set_title(" ", fontsize=size)
                 if g == "n:m" and self.zoom.value and name not in self.nm_dense_layers():
                     for x in range(self.m.value, min(self._row_length(name), self.zoom_shape[1]), self.m.value):
                         ax.axvline(x - 0.5, color="tab:orange", lw=0.8)     # the groups of m weights
@@ -384,9 +428,15 @@ class GranularityExplorer(Explorer):
                     ax.set_ylabel("")
             stride = self.column_stride()
             part = " (corner)" if self.zoom.value else f" (every {stride}th column)" if stride > 1 else ""
-            self.fig.suptitle(f"keep-masks of {name} [{shape}]{part}: black = kept, white = pruned", fontsize=9)
+            self.fig.suptitle(f"keep-masks of {name} [{shape}]{part}: black = kept, white = pruned", fontsize=size)
+            # once, over the middle panel: the first picture (three black masks) says what to do
+            self.nothing_pruned_note = self.axes["unit"].text(
+                0.5, 0.5, "nothing pruned yet:\nmove the slider", transform=self.axes["unit"].transAxes,
+                ha="center", va="center", fontsize=11 * self.font_scale, color="black",
+                bbox={"facecolor": "white", "edgecolor": "0.5"})
         self.renderer.animated = [artist for g in GRANULARITIES
                                   for artist in (self.mask_images[g].image, self.titles[g])]
+        self.renderer.animated.append(self.nothing_pruned_note)
         self.renderer.capture_background()
 
     def _titles(self) -> dict[str, str]:
@@ -398,70 +448,103 @@ class GranularityExplorer(Explorer):
                 "unit": f"{self.unit_name[name]}: {k} of {self._units[name]} removed",
                 "n:m": nm}
 
+    def nothing_pruned(self, layer: str | None = None) -> bool:
+        """Whether the three masks of ``layer`` (default: the one shown) keep every weight (at s = 0)."""
+        name = layer or self.layer.value
+        return all(self.kept(g, name) == math.prod(self._shapes[name]) for g in GRANULARITIES)
+
     def _redraw(self) -> None:
         name = self.layer.value
         for g, text in self._titles().items():
             self.mask_images[g].update(self._view(self.masks[g][name]))
             self.titles[g].set_text(text)
+        self.nothing_pruned_note.set_visible(self.nothing_pruned(name))
         self.image.value = self.renderer.png()
         self._redraw_readout()
 
+    def label(self, granularity: str) -> str:
+        """The granularity's name in the headline and the table: "weights", "neurons" (or "channels"), "N:M 1:4"."""
+        return {"weight": "weights", "unit": self.unit_label, "n:m": f"N:M {self.n}:{self.m.value}"}[granularity]
+
     def _redraw_readout(self) -> None:
-        s, m, n = self.slider.value, self.m.value, self.n
-        removed = ", ".join(f"{name} {k}/{self._units[name]}" for name, k in self.removed["unit"].items())
+        """The headline (the three accuracies, largest, by the slider) and the table under the figure."""
+        self._redraw_headline()
+        m, n = self.m.value, self.n
         dense = self.nm_dense_layers()
-        nm_layers = [name for name in self.layers if name not in dense]
-        nm_what = (f"n = ⌊(1 − s)·m + ½⌋ = {n}: keep {n} of every {m} weights" if n < m
-                   else f"n = m = {m}: nothing pruned")
+        removed = self.removed["unit"]
+        units = (", ".join(f"{name} {k}/{self._units[name]}" for name, k in removed.items()) if len(removed) <= 3
+                 else f"{sum(removed.values())} of {sum(self._units.values())}")
+        nm_what = f"keep {n} of every {m}" if n < m else "n = m: nothing pruned"
         if dense:
-            nm_what += f"; dense: {', '.join(dense)} (rows not a multiple of {m})"
-        if not nm_layers:
-            nm_what += " — no layer splits into groups of m"
-        what = {"weight": "k = round(s·n) smallest |w| of each layer",
-                "unit": f"{self.unit_label} of smallest Σ|w| removed: {removed}",
-                "n:m": nm_what}
-        label = {"weight": "weights", "unit": self.unit_label, "n:m": f"N:M = {n}:{m}"}
+            nm_what += f"; {', '.join(dense)} dense"
+        what = {"weight": ("smallest |w| per layer",
+                           "in each layer of n weights, the k = round(s·n) of smallest |w| go (prunelab.prune)"),
+                "unit": (units, f"in each layer of u {self.unit_label}, the k = round(s·u) of smallest Σ|w| go, with "
+                                "their bias; shrink then deletes them for real"),
+                "n:m": (nm_what, f"n = ⌊(1 − s)·m + ½⌋ = {n}: in every group of m = {m} consecutive weights of "
+                                 "a row, the n of largest |w| stay; a layer whose rows are not a multiple of m "
+                                 "stays dense")}
+        pad = "style='padding:1px 12px 1px 0'"
         rows = []
         for g in GRANULARITIES:
-            acc, exact = self.accuracy[g], self.accuracy_is_exact[g]
-            mark = "" if exact else "<sup>≈</sup>"
-            rows.append(f"<tr><td><b>{html.escape(label[g])}</b></td><td>{html.escape(what[g])}</td>"
-                        f"<td>{self.sparsity(g):.1%}</td>"
-                        f"<td class='prunelab-accuracy'><b>{acc:.2%}</b>{mark} ({100 * (acc - self.baseline):+.2f})</td>"
-                        f"<td>{self._latency_text(g)}</td></tr>")
-        if all(self.accuracy_is_exact.values()):
-            where = f"on all {self.data.images_label()}"
-        else:
-            where = (f"≈: estimate on {self.data.images_label(self.meters['weight'].n_estimate)}; "
-                     "the exact figure follows when the slider rests")
+            short, detail = what[g]
+            speed, speed_detail = self._latency_text(g)
+            rows.append(f"<tr><td {pad}><b>{html.escape(self.label(g))}</b></td>"
+                        f"<td {pad} align=right>{self.sparsity(g):.1%}</td>"
+                        f"<td {pad} title='{html.escape(detail)}'>{html.escape(short)}</td>"
+                        f"<td {pad} title='{html.escape(speed_detail)}'>{speed}</td></tr>")
         others = [name for name in M.prunable_layers(self.dense) if name not in self.layers]
         self.readout.value = (
-            "<table style='font-family:monospace;font-size:12px'>"
-            f"<tr><th align=left>granularity</th><th align=left>what goes at s = {s:.2f}</th>"
-            "<th align=left>sparsity reached</th>"
-            f"<th align=left>{self.data.accuracy_label()} (Δ points)</th>"
-            f"<th align=left>CPU latency, batch of {len(self._latency_x)}</th></tr>" + "".join(rows) + "</table>"
-            f"<div>accuracy {where}; dense baseline {self.baseline:.2%}. Sparsity over the pruned layers "
-            f"({', '.join(self.layers)}){'; left dense: ' + ', '.join(others) if others else ''}.</div>"
-            "<div>Each granularity prunes its own copy of the model (prunelab.masks.copy_model): "
-            "the model you passed is never changed.</div>")
+            "<table style='font-size:13px;line-height:1.35;border-collapse:collapse'>"
+            f"<tr><th></th><th {pad} align=left>pruned</th><th {pad} align=left>what goes</th>"
+            f"<th {pad} align=left>CPU speed-up, batch of {len(self._latency_x)}</th></tr>" + "".join(rows) + "</table>"
+            f"<div style='font-size:12px'>{self._shrunk_text()}</div>"
+            f"<div style='font-size:12px;color:#555'>pruned: the fraction of the weights of {', '.join(self.layers)}"
+            f"{' (' + ', '.join(others) + ' left dense)' if others else ''}; each granularity prunes its own copy of "
+            "the model: yours is never changed. Hover over a cell for its details.</div>")
 
-    def _latency_text(self, g: str) -> str:
+    def _redraw_headline(self) -> None:
+        base = self.baseline
+        cells = []
+        for g in GRANULARITIES:
+            acc, mark = self.accuracy[g], "" if self.accuracy_is_exact[g] else "≈"
+            cells.append(f"<td style='padding:0 18px 0 0;vertical-align:top'>"
+                         f"<span style='font-size:13px'>{html.escape(self.label(g))}</span><br>"
+                         f"<span style='font-size:24px;font-weight:bold'>{mark}{acc:.2%}</span><br>"
+                         f"<span style='font-size:13px'>{100 * (acc - base):+.2f} points</span></td>")
+        where = self.meters["weight"].where(exact=all(self.accuracy_is_exact.values()))
+        self.headline.value = (
+            f"<div class='prunelab-accuracy' style='line-height:1.25'><span style='font-size:14px'>"
+            f"{self.data.accuracy_label()} at s = {self.slider.value:.0%} (dense {base:.2%}):</span>"
+            f"<table style='border-collapse:collapse'><tr>{''.join(cells)}</tr></table>"
+            f"<span style='font-size:11px'>on {where}</span></div>")
+
+    def _latency_text(self, g: str) -> tuple[str, str]:
+        """The speed-up cell (HTML) and its details (plain text, the cell's tooltip)."""
         if g != "unit":
-            return "not measured: masked, the matrices stay dense"
+            return "none (masked)", "not timed: masked weights are zeros in matrices that stay dense, the same work"
         if not self.latency_repeats:
-            return "not measured (latency_repeats=0)"
+            return "not measured", "latency_repeats=0"
         if not self.units_removed():
-            return "no unit removed: nothing to shrink"
+            return "–", "no unit removed: nothing to shrink"
         if self.latency_error:
-            return f"<span style='color:#b00020'>failed: {html.escape(self.latency_error)}</span>"
+            return "<span style='color:#b00020'>failed</span>", self.latency_error
         if self.latency is None:
-            return "<i>measuring…</i>"
+            return "<i>measuring…</i>", "timed once the slider rests"
         r = self.latency
         low, high = r.speedup_range
-        return (f"dense {r.dense.describe()} → shrunk {r.small.describe()}: ×{r.speedup:.2f} (×{low:.2f}–×{high:.2f}; "
-                f"after warm-up runs); parameters {r.dense_parameters:,} → "
-                f"{r.small_parameters:,}, MACs/image {r.dense_macs:,} → {r.small_macs:,}")
+        return (f"<b>×{r.speedup:.2f}</b> (×{low:.2f}–×{high:.2f})",
+                f"the median speed-up, and between the runs' spreads (dense p10 / shrunk p90 to dense p90 / shrunk "
+                f"p10); dense {r.dense.describe()}, shrunk {r.small.describe()}, after warm-up runs")
+
+    def _shrunk_text(self) -> str:
+        """The shrunk model under the table: its parameters, MACs and times against the dense one."""
+        if not (self.latency_repeats and self.units_removed()) or self.latency is None or self.latency_error:
+            return ""
+        r = self.latency
+        return (f"{html.escape(self.unit_label)} deleted for real (shrink): parameters {r.dense_parameters:,} → "
+                f"{r.small_parameters:,}, MACs/image {r.dense_macs:,} → {r.small_macs:,}; per batch dense "
+                f"{r.dense.describe()} → shrunk {r.small.describe()}")
 
     # ------------------------------------------------------------------ reset
     def reset(self) -> None:
@@ -472,3 +555,4 @@ class GranularityExplorer(Explorer):
         with self.quiet():
             self.slider.value = 0.0
         self.update({g: None for g in GRANULARITIES})
+        give_back_freed_memory()                   # the kept layer outputs were dropped
