@@ -1,6 +1,7 @@
 """Shared fixtures. Every test runs with outbound network connections refused: the kit must work offline."""
 
 import ipaddress
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import prunelab as pl
-from jupyter_browser import lab_server
+from jupyter_browser import CHROMIUM, CHROMIUM_MISSING, launch_chromium, lab_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,26 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", lambda s, a: (check(s, a), real_connect(s, a))[1])
     monkeypatch.setattr(socket.socket, "connect_ex", lambda s, a: (check(s, a), real_connect_ex(s, a))[1])
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Skip without Debian's Chromium, but fail in CI, which must have it (.ci/run installs it). Tests that drive the
+    browser ask for it first (``pytest.mark.usefixtures("chromium")``), before any server starts."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM_MISSING} (CI is set, so .ci/run should have installed it)")
+        pytest.skip(CHROMIUM_MISSING)
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """Debian's headless Chromium, driven by Playwright (tests/jupyter_browser.py)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,31 +5,16 @@ Needs /usr/bin/chromium (`apt-get install -y chromium`; .ci/run installs it): sk
 (the variable CI set), where a missing browser fails instead of passing silently.
 """
 
-import os
 import re
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from jupyter_browser import (CHROMIUM, CHROMIUM_MISSING, NOTEBOOK, VOILA_TEMPLATE_CDN, ExplorerView,
-                             launch_chromium, record_external_requests, run_all_cells, shutdown_kernels, voila_server)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def chromium():
-    """Skip without Debian's Chromium (before any server starts), but fail in CI, which must have it."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM_MISSING} (CI is set, so .ci/run should have installed it)")
-        pytest.skip(CHROMIUM_MISSING)
+from jupyter_browser import (NOTEBOOK, VOILA_TEMPLATE_CDN, ExplorerView, record_external_requests, run_all_cells,
+                             shutdown_kernels, voila_server)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
+pytestmark = pytest.mark.usefixtures("chromium")     # skipped, or failed in CI, without Debian's Chromium
 
 
 def new_context(browser):

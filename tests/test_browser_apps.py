@@ -13,10 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from jupyter_browser import (CHROMIUM, CHROMIUM_MISSING, VOILA_READY_PATH, free_port, launch_chromium,
-                             record_external_requests, run_all_cells, serve, shutdown_kernels)
+from jupyter_browser import VOILA_READY_PATH, free_port, record_external_requests, run_all_cells, serve, shutdown_kernels
 
 APPS = ["explore_thresholds", "explore_granularity", "explore_quantization", "explore_sensitivity",
         "explore_schedules"]
@@ -55,20 +54,7 @@ FIGURE = """i => ({x: i.getBoundingClientRect().x, y: i.getBoundingClientRect().
                 width: i.clientWidth, natural: i.naturalWidth})"""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def chromium():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM_MISSING} (CI is set, so .ci/run should have installed it)")
-        pytest.skip(CHROMIUM_MISSING)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
+pytestmark = pytest.mark.usefixtures("chromium")     # skipped, or failed in CI, without Debian's Chromium
 
 
 @pytest.fixture(scope="module")
