@@ -45,9 +45,11 @@ def chromium():
         pytest.skip(CHROMIUM_MISSING)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
-    """Debian's headless Chromium, driven by Playwright (tests/jupyter_browser.py)."""
+    """Debian's headless Chromium, driven by Playwright (tests/jupyter_browser.py). Per module, not per session:
+    while Playwright's sync API runs, the main thread has a running asyncio loop of Playwright's, and the
+    explorers' tests after the browser modules schedule their settle on the loop they find."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
