@@ -154,14 +154,16 @@ class AccuracyMeter:
     ``seconds_per_image``: one image's share of a whole pass. A meter for another copy of the same model (a masked
     copy, ``prunelab.masks.copy_model``) on the same data shares the first one's (``like``): its timing decision,
     its estimate images and what the copies compute before their first weights (``LiveAccuracy(like=)``).
-    ``keep=False``: this meter keeps no layer output and reruns its model from the images after every change (for
+    ``max_estimate_images``: a bound on the estimate's size when the meter chooses it (each image's activations are
+    kept: memory). ``keep=False``: this meter keeps no layer output and reruns its model from the images after every change (for
     masks that change many weights at once, where updating a kept output never pays).
     """
 
     MIN_ESTIMATE_IMAGES = 200   # fewer would make the estimate's spread larger than the changes it should show
 
     def __init__(self, model: nn.Module, data: Data, *, exact_budget: float = 0.1, estimate_images: int | None = None,
-                 passes: int = 1, like: AccuracyMeter | None = None, keep: bool = True):
+                 passes: int = 1, like: AccuracyMeter | None = None, keep: bool = True,
+                 max_estimate_images: int | None = None):
         data = like.data if like is not None else as_image_set(data, "The accuracy readout")
         self.data = data
         budget = {} if keep else {"max_cache_bytes": 0}
@@ -179,6 +181,7 @@ class AccuracyMeter:
             estimate_images = like.n_estimate
         elif estimate_images is None and not self.exact_while_moving:
             estimate_images = max(self.MIN_ESTIMATE_IMAGES, int(exact_budget / passes / self.seconds_per_image))
+            estimate_images = min(estimate_images, max_estimate_images or estimate_images)
         elif estimate_images is None:
             estimate_images = len(data)
         self.n_estimate = min(estimate_images, len(data))

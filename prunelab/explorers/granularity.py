@@ -40,7 +40,6 @@ from torch import Tensor, nn
 
 from .. import masks as M
 from ..data import Data, as_image_set
-from ..live_accuracy import LiveAccuracy
 from ..metrics import LatencyResult, count_macs, measure_latency, parameter_counts
 from ..plots import MaskImage
 from .._helpers import select_layers
@@ -178,10 +177,8 @@ class GranularityExplorer(Explorer):
 
         # the copies are alike: the first meter's passes give the baseline and decide exact-or-estimate for all
         first = AccuracyMeter(self.models["weight"], test_data, exact_budget=exact_budget,
-                              estimate_images=estimate_images, passes=len(GRANULARITIES))
-        if estimate_images is None and first.estimate is not None and first.n_estimate > self.max_estimate_images:
-            first.n_estimate = self.max_estimate_images
-            first.estimate = LiveAccuracy(self.models["weight"], test_data.subset(first.n_estimate, seed=0))
+                              estimate_images=estimate_images, passes=len(GRANULARITIES),
+                              max_estimate_images=self.max_estimate_images)
         # one estimate subset and fc1's input kept once for the three copies; N:M keeps no layer output: its masks
         # change 1/m of the weights at once when n moves, never the small ΔW a kept output is updated by
         self.meters = {"weight": first, "unit": AccuracyMeter(self.models["unit"], first.data, like=first),
